@@ -1,0 +1,85 @@
+"""Compare the hand-written backprop with autograd, tensor by tensor, on one batch.
+
+    python -m experiments.parity --sizes 784,256,128,10 --activation relu --loss cross_entropy
+
+Exit status: 0 when every tensor is within the tolerance policy, 1 when not, 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from manual_backprop.config import HIDDEN_ACTIVATIONS, LOSSES, MSE_CONVENTIONS, MLPConfig
+from torch_reference.parity import run_parity
+
+
+def parse_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive ints such as 784,256,10; got {text!r}")
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected at least an input and an output width, all >= 1; got {text!r}")
+    return sizes
+
+
+def resolve_device(name: str) -> str:
+    """'auto' picks cuda when there is a GPU, else cpu; an explicit 'cuda' without a GPU is an error."""
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA GPU is visible to PyTorch here (use --device cpu or auto)")
+    return name
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Layer-by-layer parity of the manual backprop engine against its autograd twin.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--sizes", type=parse_sizes, default=(784, 256, 128, 10),
+                        help="layer widths, input first and output last")
+    parser.add_argument("--activation", choices=HIDDEN_ACTIVATIONS, default="relu", help="hidden activation")
+    parser.add_argument("--loss", choices=LOSSES, default="cross_entropy")
+    parser.add_argument("--mse-convention", choices=MSE_CONVENTIONS, default="course",
+                        help="course: 1/(2m)||Y_hat-Y||^2; mean: PyTorch's MSELoss")
+    parser.add_argument("--l2", type=float, default=0.0, help="L2 strength on the weights")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--numeric", action="store_true",
+                        help="add a float64 central-finite-difference check of the parameter gradients")
+    parser.add_argument("--exact", action="store_true", help="fail unless every tensor is bitwise equal")
+    parser.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        parser.error(f"--batch-size: expected at least 1; got {args.batch_size}")
+    try:
+        config = MLPConfig(sizes=args.sizes, activation=args.activation, loss=args.loss,
+                           mse_convention=args.mse_convention, l2=args.l2, dtype=args.dtype,
+                           device=resolve_device(args.device))
+    except (ValueError, TypeError) as error:
+        parser.error(str(error))
+    report = run_parity(config, batch_size=args.batch_size, seed=args.seed, numeric=args.numeric,
+                        require_exact=args.exact)
+    print(f"config: {config.slug()}, {config.dtype} on {config.device}, batch {args.batch_size}, seed {args.seed}")
+    print(report.table())
+    if args.json:
+        try:
+            report.write_json(args.json)
+        except OSError as error:
+            print(f"--json {args.json}: cannot write the report: {error}", file=sys.stderr)
+            return 2
+    return 0 if report.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

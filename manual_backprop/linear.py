@@ -1,0 +1,37 @@
+"""The affine layer ``Z = X W^T + b`` (course lecture 000), as a forward/backward pair."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def linear_forward(x: Tensor, W: Tensor, b: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    """Inputs:
+        x: (m, d_in) activations of the previous layer.
+        W: (d_out, d_in) weights, the ``nn.Linear`` layout.
+        b: (d_out,) biases.
+    Returns:
+        z: (m, d_out) pre-activations.
+        cache: (x, W) for the backward.
+    """
+    # addmm is the kernel nn.Linear runs for 2-D input, so Z equals the twin's Z bit for bit.
+    z = torch.addmm(b, x, W.t())
+    return z, (x, W)
+
+
+def linear_backward(dz: Tensor, cache: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """Inputs:
+        dz: (m, d_out) dL/dZ, the layer's delta. It already carries the 1/m of the batch average (the loss's
+            backward puts it there, as autograd does); lecture 000 writes the same 1/m in dW and db instead.
+        cache: (x, W) from linear_forward.
+    Returns:
+        dx: (m, d_in)    dL/dX = dZ W, the gradient passed to the previous layer.
+        dW: (d_out, d_in) dL/dW = dZ^T X, a sum of per-sample outer products delta_i^T x_i.
+        db: (d_out,)      dL/db = sum_i dZ_i.
+    """
+    x, W = cache
+    dx = dz.mm(W)
+    dW = dz.t().mm(x)
+    db = dz.sum(0)
+    return dx, dW, db
