@@ -100,8 +100,8 @@ def identity_backward(da: Tensor, cache: None) -> Tensor:
 
 class Activation(NamedTuple):
     name: str
-    forward: Callable[[Tensor], tuple[Tensor, object]]
-    backward: Callable[[Tensor, object], Tensor]
+    forward_fn: Callable[[Tensor], tuple[Tensor, object]]
+    backward_fn: Callable[[Tensor, object], Tensor]
     # Whether f' jumps at z = 0. Finite differences across a jump are meaningless, so the numeric oracle
     # skips the entries whose perturbation moves some z across 0.
     has_kink: bool

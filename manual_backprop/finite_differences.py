@@ -55,8 +55,8 @@ def check_gradients(model: MLP, X: Tensor, target: Tensor, *, step: float = 1e-6
     model64 = float64_copy(model)
     X64 = X.to(torch.float64)
     target64 = target.to(torch.float64) if target.is_floating_point() else target
-    base = model64.forward(X64, target64)
-    analytic = model64.backward(base).gradients()
+    base = model64.forward_pass(X64, target64)
+    analytic = model64.backward_pass(base).gradients()
     base_pattern = model64.kink_pattern(base)
     loss_scale = max(1.0, abs(base.loss.item()))
     atol = 50 * FLOAT64_EPS * loss_scale / step
@@ -78,9 +78,9 @@ def check_gradients(model: MLP, X: Tensor, target: Tensor, *, step: float = 1e-6
         for index in indices:
             original = flat[index].item()
             flat[index] = original + step
-            plus = model64.forward(X64, target64)
+            plus = model64.forward_pass(X64, target64)
             flat[index] = original - step
-            minus = model64.forward(X64, target64)
+            minus = model64.forward_pass(X64, target64)
             flat[index] = original
             if not (torch.equal(model64.kink_pattern(plus), base_pattern)
                     and torch.equal(model64.kink_pattern(minus), base_pattern)):

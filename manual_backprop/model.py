@@ -179,14 +179,14 @@ class MLP:
         A = X
         for layer, activation in enumerate(self.activations, start=1):
             Z, _ = linear_forward(A, self.params[f"W{layer}"], self.params[f"b{layer}"])
-            A = Z if activation is None else activation.forward(Z)[0]
+            A = Z if activation is None else activation.forward_fn(Z)[0]
         return A
 
     def predict(self, X: Tensor) -> Tensor:
         """(m,) int64 predicted classes (argmax of the outputs)."""
         return self.scores(X).argmax(dim=1)
 
-    def forward(self, X: Tensor, target: Tensor) -> ForwardCache:
+    def forward_pass(self, X: Tensor, target: Tensor) -> ForwardCache:
         """Run the forward pass and the loss, keeping every Z and A."""
         self.check_inputs(X)
         target = self.check_targets(target, X.shape[0])
@@ -198,7 +198,7 @@ class MLP:
             if activation is None:  # softmax output, fused with the loss: A_L are the probabilities
                 A, activation_cache = torch.softmax(Z, dim=1), None
             else:
-                A, activation_cache = activation.forward(Z)
+                A, activation_cache = activation.forward_fn(Z)
             Zs.append(Z)
             As.append(A)
             linear_caches.append(linear_cache)
@@ -218,7 +218,7 @@ class MLP:
             loss = data_loss + penalty
         return ForwardCache(Zs, As, linear_caches, activation_caches, data_loss, loss, loss_cache, l2_cache)
 
-    def backward(self, cache: ForwardCache) -> Record:
+    def backward_pass(self, cache: ForwardCache) -> Record:
         """Backpropagate from the loss to every layer; return the named record of values and gradients."""
         config = self.config
         layers: list[dict[str, Tensor]] = [{"Z": Z, "A": A} for Z, A in zip(cache.Z, cache.A)]
@@ -231,13 +231,13 @@ class MLP:
             dA = (losses.mse_backward(cache.loss_cache) if config.loss == "mse"
                   else losses.hinge_backward(cache.loss_cache))
             layers[-1]["dA"] = dA
-            dZ = self.activations[-1].backward(dA, cache.activation_caches[-1])
+            dZ = self.activations[-1].backward_fn(dA, cache.activation_caches[-1])
 
         for layer in range(config.num_layers, 0, -1):
             record = layers[layer - 1]
             if layer < config.num_layers:
                 record["dA"] = dA
-                dZ = self.activations[layer - 1].backward(dA, cache.activation_caches[layer - 1])
+                dZ = self.activations[layer - 1].backward_fn(dA, cache.activation_caches[layer - 1])
             record["dZ"] = dZ
             dA, dW, db = linear_backward(dZ, cache.linear_caches[layer - 1])  # dA is now dL/dA_{layer-1}
             if l2_grads is not None:
@@ -249,7 +249,7 @@ class MLP:
 
     def loss_and_gradients(self, X: Tensor, target: Tensor) -> Record:
         """Forward, loss and backward in one call."""
-        return self.backward(self.forward(X, target))
+        return self.backward_pass(self.forward_pass(X, target))
 
     def kink_pattern(self, cache: ForwardCache) -> Tensor:
         """A flat bool tensor saying on which side of every kink the pass landed.

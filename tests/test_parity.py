@@ -1,0 +1,150 @@
+"""Engine vs autograd twin, tensor by tensor, over random shapes, depths, batch sizes, activations and losses."""
+
+import random
+
+import pytest
+import torch
+
+from manual_backprop.config import HIDDEN_ACTIVATIONS, LOSSES, MLPConfig
+from manual_backprop.model import MLP, init_parameters
+from torch_reference.compare import compare_records, policy_for
+from torch_reference.parity import run_parity, synthetic_batch
+from torch_reference.twin import TwinMLP
+
+DEVICES = ["cpu", pytest.param("cuda", marks=[
+    pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")])]
+
+
+def random_config(seed: int, dtype: str, device: str) -> tuple[MLPConfig, int]:
+    """A random network: 0 to 4 hidden layers of random widths, random activation, loss and L2."""
+    rng = random.Random(seed)
+    depth = seed % 5  # every depth from 0 to 4 hidden layers, in turn
+    sizes = (rng.randint(1, 40),) + tuple(rng.randint(1, 33) for _ in range(depth)) + (rng.randint(2, 12),)
+    config = MLPConfig(
+        sizes=sizes,
+        activation=rng.choice(HIDDEN_ACTIVATIONS),
+        loss=rng.choice(LOSSES),
+        mse_convention=rng.choice(("course", "mean")),
+        l2=rng.choice((0.0, 0.0, 1e-3, 0.5)),
+        leaky_slope=rng.choice((0.1, 0.01, 0.3)),
+        elu_alpha=rng.choice((1.0, 0.5)),
+        dtype=dtype,
+        device=device,
+    )
+    batch_size = rng.choice((1, 2, 7, 33, 64, 257))
+    return config, batch_size
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("seed", range(40))
+def test_float64_random_networks_match_autograd_tightly(seed, device):
+    config, batch_size = random_config(seed, "float64", device)
+    report = run_parity(config, batch_size=batch_size, seed=seed)
+    assert report.policy.rtol == 1e-10 and report.policy.atol == 1e-12
+    assert report.passed, f"{config}\n{report.table()}"
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_float32_random_networks_are_bitwise_equal_to_autograd_on_cpu(seed):
+    config, batch_size = random_config(seed, "float32", "cpu")
+    report = run_parity(config, batch_size=batch_size, seed=seed, require_exact=True)
+    inexact = [(row.layer, row.name, row.max_ulp) for row in report.rows if not row.exact]
+    assert not inexact, f"{config}\n{report.table()}"
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
+@pytest.mark.parametrize("loss", LOSSES)
+def test_every_activation_and_loss_on_the_default_network(activation, loss, device):
+    config = MLPConfig(activation=activation, loss=loss, l2=1e-4, dtype="float64", device=device)
+    report = run_parity(config, batch_size=32, seed=1)
+    assert report.passed, report.table()
+    if device == "cpu":
+        report32 = run_parity(MLPConfig(activation=activation, loss=loss, l2=1e-4), batch_size=32, seed=1)
+        assert report32.exact_count == len(report32.rows), report32.table()
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_finite_differences_agree_with_the_engine(seed):
+    """The independent float64 oracle on small random networks (every parameter entry checked)."""
+    config, batch_size = random_config(seed, "float64", "cpu")
+    report = run_parity(config, batch_size=min(batch_size, 16), seed=seed, numeric=True)
+    assert report.numeric, "the numeric oracle produced no rows"
+    for check in report.numeric:
+        assert check.passed, (config, check)
+        assert check.checked + check.skipped == config.sizes[check.layer] * (
+            config.sizes[check.layer - 1] if check.name == "W" else 1)
+
+
+def test_finite_differences_on_the_large_default_network_sample_entries():
+    report = run_parity(MLPConfig(dtype="float64"), batch_size=16, seed=3, numeric=True)
+    assert [(c.layer, c.name) for c in report.numeric] == [(1, "W"), (1, "b"), (2, "W"), (2, "b"), (3, "W"), (3, "b")]
+    assert all(c.passed and c.checked + c.skipped == min(24, n) for c, n in
+               zip(report.numeric, (256 * 784, 256, 128 * 256, 128, 10 * 128, 10)))
+
+
+def test_init_reproduces_nn_linear_default_exactly():
+    config = MLPConfig(sizes=(784, 256, 128, 10))
+    params = init_parameters(config, torch.Generator().manual_seed(123))
+    state = torch.random.get_rng_state()
+    torch.manual_seed(123)
+    twin = TwinMLP(config)  # nn.Linear layers initialised from the global generator
+    torch.random.set_rng_state(state)
+    for name, tensor in twin.engine_parameters().items():
+        assert torch.equal(params[name], tensor.detach()), name
+
+
+def test_engine_runs_under_inference_mode_with_identical_results():
+    config = MLPConfig(sizes=(20, 16, 8, 5), activation="tanh", l2=0.01)
+    generator = torch.Generator().manual_seed(0)
+    model = MLP(config, generator=generator)
+    X, y = synthetic_batch(config, 9, generator)
+    normal = model.loss_and_gradients(X, y)
+    with torch.inference_mode():
+        inference = model.loss_and_gradients(X, y)
+    for (_, _, a), (_, _, b) in zip(normal.items(), inference.items()):
+        assert torch.equal(a, b)
+        assert not a.requires_grad and a.grad_fn is None
+
+
+def test_engine_record_has_the_same_names_as_the_twin():
+    config = MLPConfig(sizes=(6, 5, 4), loss="hinge")
+    generator = torch.Generator().manual_seed(0)
+    model = MLP(config, generator=generator)
+    X, y = synthetic_batch(config, 3, generator)
+    engine = model.loss_and_gradients(X, y)
+    twin = TwinMLP.from_engine(config, model.params).loss_and_gradients(X, y)
+    assert [(layer, name) for layer, name, _ in engine.items()] == [
+        (layer, name) for layer, name, _ in twin.items()]
+    assert [name for _, name, _ in engine.items()][:6] == ["Z", "A", "dA", "dZ", "dW", "db"]
+
+
+def test_a_wrong_gradient_is_caught_by_both_oracles(monkeypatch):
+    """The checks can fail: break the sigmoid derivative and both the twin and finite differences object."""
+    import manual_backprop.activations as activations
+
+    monkeypatch.setattr(activations, "sigmoid_backward", lambda da, a: da * a * a)  # wrong f'
+    config = MLPConfig(sizes=(6, 5, 3), activation="sigmoid", dtype="float64")
+    report = run_parity(config, batch_size=4, seed=0, numeric=True)
+    assert not report.passed
+    failing = {(row.layer, row.name) for row in report.rows if not row.passed}
+    assert (1, "dZ") in failing and (1, "dW") in failing and (2, "dW") not in failing
+    assert not next(c for c in report.numeric if (c.layer, c.name) == (1, "W")).passed
+
+
+def test_kinks_are_skipped_not_passed():
+    """A pre-activation sitting exactly on the ReLU kink: its entries must be reported as skipped."""
+    from manual_backprop.finite_differences import check_gradients
+
+    config = MLPConfig(sizes=(2, 2, 2), activation="relu", dtype="float64")
+    params = {"W1": torch.tensor([[1.0, -1.0], [0.5, 0.25]], dtype=torch.float64),
+              "b1": torch.tensor([0.0, 0.1], dtype=torch.float64),
+              "W2": torch.tensor([[1.0, 2.0], [-1.0, 0.5]], dtype=torch.float64),
+              "b2": torch.zeros(2, dtype=torch.float64)}
+    X = torch.tensor([[1.0, 1.0]], dtype=torch.float64)  # Z1[0, 0] = 1 - 1 + 0 = 0: on the kink
+    checks = check_gradients(MLP(config, params), X, torch.tensor([1]))
+    by_name = {(c.layer, c.name): c for c in checks}
+    assert (by_name[(1, "W")].skipped, by_name[(1, "W")].checked) == (2, 2)  # row 0 of W1 moves Z1[0, 0]
+    assert (by_name[(1, "b")].skipped, by_name[(1, "b")].checked) == (1, 1)
+    assert (by_name[(2, "W")].skipped, by_name[(2, "W")].checked) == (0, 4)  # W2 does not move Z1
+    assert all(c.passed for c in checks if c.checked)
