@@ -229,11 +229,12 @@ def _is_int(value) -> bool:
 
 
 def _check_split_arguments(limit, val_size) -> None:
-    """Reject what is wrong whatever the dataset holds, before anything is fetched."""
-    if limit is not None and (not _is_int(limit) or limit < 1):
-        raise DatasetError(f"--limit: expected a whole number of training images >= 1; got {limit!r}")
-    if not _is_int(val_size) or val_size < 0:
-        raise DatasetError(f"--val-size: expected a whole number of validation images >= 0; got {val_size!r}")
+    """Reject non-integers before anything is fetched; the ranges are checked once the image count is known,
+    so that their messages can state the whole allowed range."""
+    if limit is not None and not _is_int(limit):
+        raise DatasetError(f"--limit: expected a whole number of training images or None; got {limit!r}")
+    if not _is_int(val_size):
+        raise DatasetError(f"--val-size: expected a whole number of validation images; got {val_size!r}")
 
 
 def _check_dtype(dtype) -> None:
