@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from manual_backprop.vectorised_exp import vectorised_exp
+
 
 def relu_forward(z: Tensor) -> tuple[Tensor, Tensor]:
     """a = max(0, z)."""
@@ -83,9 +85,13 @@ def make_elu(alpha: float):
         """f'(z) = 1 for z > 0, alpha exp(z) otherwise.
 
         From the input z, not the output: PyTorch's elu_backward (is_result=False) does the same, and
-        ``a + alpha`` would lose the low bits of alpha*exp(z) for very negative z.
+        ``a + alpha`` would lose the low bits of alpha*exp(z) for very negative z. The exp is the one PyTorch's
+        vectorised kernels use (see vectorised_exp.py). The elu_backward kernel switches to the C
+        library's exp for the last (numel mod 2*vector width) entries of each thread's chunk; there the two
+        exps can differ by an ulp, which is the only place this can differ from autograd on the CPU.
         """
-        return torch.where(z > 0, da, da * alpha * torch.exp(z))
+        exp_z = vectorised_exp(torch.clamp(z, max=0.0))  # only used where z <= 0
+        return torch.where(z > 0, da, da * alpha * exp_z)
 
     return elu_forward, elu_backward
 

@@ -8,7 +8,10 @@ is 1 (the loss is the root of the graph).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
+
+from manual_backprop.vectorised_exp import vectorised_exp
 
 
 # --- softmax fused with cross-entropy (lectures 002, 003, 004) --------------------------------------------
@@ -27,23 +30,25 @@ def softmax_cross_entropy_forward(logits: Tensor, labels: Tensor) -> tuple[Tenso
     nor lose the loss to log(0); the softmax is never materialised and then logged.
     """
     log_probs = torch.log_softmax(logits, dim=1)
-    picked = log_probs.gather(1, labels.unsqueeze(1))  # (m, 1) log p of the true class
-    loss = -(picked.sum() / labels.shape[0])
+    # -mean_i log_probs[i, y_i]. nll_loss is that forward sum, in the cascade order F.cross_entropy uses, so
+    # the loss value matches the twin's to the bit (a plain .sum() differs in the last bits for m >= 7).
+    loss = F.nll_loss(log_probs, labels)
     return loss, (log_probs, labels)
 
 
 def softmax_cross_entropy_backward(cache: tuple[Tensor, Tensor]) -> Tensor:
     """dL/dZ = (softmax(Z) - onehot(y)) / m   (lecture 002: dL/dZ3 = (A3 - Y)/N; lecture 003: p - e_y).
 
-    Evaluated as autograd does for log_softmax + nll_loss: the nll gradient g (-1/m at each true class, zero
-    elsewhere) pulled back through log_softmax, ``g - exp(log_probs) * rowsum(g)``. With rowsum(g) = -1/m
-    this is p/m - onehot/m; spelling it the same way keeps the result bitwise equal to autograd.
+    Evaluated the way autograd does for log_softmax + nll_loss, so that it matches bit for bit: the nll
+    gradient g (-1/m at each true class, zero elsewhere, 1/m rounded in the tensor's dtype) pulled back through
+    log_softmax as g - exp(log_probs) * rowsum(g), with one rounding (the kernel's fused multiply-add, which
+    addcmul also is) and the kernel's exp. rowsum(g) = -1/m, so this is p/m - onehot/m.
     """
     log_probs, labels = cache
     m = labels.shape[0]
-    dlog_probs = torch.zeros_like(log_probs)
-    dlog_probs.scatter_(1, labels.unsqueeze(1), -1.0 / m)  # we own this buffer, so in-place is safe
-    return dlog_probs - torch.exp(log_probs) * dlog_probs.sum(1, keepdim=True)
+    minus_one_over_m = torch.full((m, 1), -1.0, dtype=log_probs.dtype, device=log_probs.device) / m
+    dlog_probs = torch.zeros_like(log_probs).scatter_(1, labels.unsqueeze(1), minus_one_over_m)
+    return torch.addcmul(dlog_probs, vectorised_exp(log_probs), dlog_probs.sum(1, keepdim=True), value=-1)
 
 
 # --- squared error (lecture 000) ----------------------------------------------------------------------------
@@ -75,6 +80,10 @@ def mse_backward(cache: tuple) -> Tensor:
 
 
 # --- multiclass SVM hinge loss (lecture 001) -----------------------------------------------------------------
+#
+# PyTorch's multi_margin_loss also divides by the number of classes k, so the twin multiplies it by k. The
+# engine computes the course's loss but in the same steps (per-row sums in 1/k units, rows accumulated in
+# float64, then times k), because that is what makes its loss and gradient equal autograd's bit for bit.
 
 
 def hinge_forward(scores: Tensor, labels: Tensor) -> tuple[Tensor, tuple]:
@@ -82,23 +91,35 @@ def hinge_forward(scores: Tensor, labels: Tensor) -> tuple[Tensor, tuple]:
 
     Inputs: scores (m, k), labels (m,) int64. Returns loss () and a cache.
     """
-    m = scores.shape[0]
+    m, k = scores.shape
     correct = scores.gather(1, labels.unsqueeze(1))  # (m, 1) s_i,y_i
-    margins = scores - correct + 1  # (m, k); the j = y_i entry is exactly 1 and is excluded below
+    margins = (1 - correct) + scores  # (m, k), grouped like the kernel: (margin - s_y) + s_j
     not_target = torch.ones_like(scores, dtype=torch.bool).scatter_(1, labels.unsqueeze(1), False)
     active = (margins > 0) & not_target  # (m, k) the terms that contribute (and carry gradient)
-    loss = torch.where(active, margins, 0.0).sum() / m
+    terms = torch.where(active, margins, 0.0)
+    row_sums = torch.zeros_like(scores[:, 0])
+    for j in range(k):  # left to right over the classes, as the kernel adds them
+        row_sums = row_sums + terms[:, j]
+    per_class = (row_sums / k).to(torch.float64).cumsum(0)[-1] / m  # rows summed in order, in float64
+    loss = per_class.to(scores.dtype) * k
     return loss, (active, labels, margins)
 
 
 def hinge_backward(cache: tuple) -> Tensor:
-    """dL/ds_ij = 1/m for each active j != y_i; dL/ds_i,y_i = -(number of active j)/m."""
+    """dL/ds_ij = 1/m for each active j != y_i; dL/ds_i,y_i = -(number of active j)/m.
+
+    Built in units of 1/(m k) and scaled by k at the end (see above); the true class's entry subtracts one
+    unit per active class, in class order, as the kernel does: -(count * unit) rounds differently.
+    """
     active, labels, margins = cache
-    m = active.shape[0]
-    dscores = active.to(margins.dtype) * (1.0 / m)
-    count = active.sum(1, keepdim=True).to(margins.dtype)
-    dscores.scatter_(1, labels.unsqueeze(1), -count * (1.0 / m))
-    return dscores
+    m, k = active.shape
+    unit = torch.tensor(1.0 / (m * k), dtype=torch.float64).to(margins.dtype)  # rounded once, like the kernel
+    dscores = torch.where(active, unit, 0.0).to(margins.dtype)
+    target_grad = torch.zeros_like(margins[:, 0])
+    for j in range(k):
+        target_grad = torch.where(active[:, j], target_grad - unit, target_grad)
+    dscores.scatter_(1, labels.unsqueeze(1), target_grad.unsqueeze(1))
+    return dscores * k
 
 
 # --- L2 weight penalty (lecture 001) --------------------------------------------------------------------------
