@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m experiments.parity $(ARGS)
+	$(PY) -m experiments.train_mnist $(ARGS)
 
 parity: $(STAMP)
 	$(PY) -m experiments.parity $(ARGS)

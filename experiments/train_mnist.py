@@ -1,0 +1,175 @@
+"""Train the hand-written-backprop MLP on MNIST next to its autograd twin, with parity checks and TensorBoard.
+
+    python -m experiments.train_mnist                      # the default 784-256-128-10 ReLU run
+    python -m experiments.train_mnist --dry-run            # a few batches, for smoke tests
+    tensorboard --logdir runs                              # watch both models' curves overlaid
+
+Exit status: 0 on success, 1 when the run fails (data, checkpoint, diverging loss), 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+
+from experiments.parity import resolve_device
+from manual_backprop.config import HIDDEN_ACTIVATIONS, LOSSES, MSE_CONVENTIONS, MLPConfig
+from manual_backprop.datasets import DatasetError, default_data_dir, load_splits
+from torch_reference.checkpoint import CheckpointError
+from torch_reference.run_logging import new_run_dir
+from torch_reference.training import TrainingError, TrainSettings, train
+
+DEFAULT_LOGDIR = Path(__file__).resolve().parent.parent / "runs"
+
+
+def parse_hidden(text: str) -> tuple[int, ...]:
+    """'256,128' -> (256, 128); '' or 'none' -> () (no hidden layer: the softmax classifier)."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive ints such as 256,128; got {text!r}")
+    if min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"expected widths >= 1; got {text!r}")
+    return sizes
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description="Manual backprop vs autograd on MNIST, side by side.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--epochs", type=int, default=5, help="number of epochs to train")
+    p.add_argument("--batch-size", type=int, default=64, help="images per SGD step")
+    p.add_argument("--lr", type=float, default=0.05, help="learning rate")
+    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum beta (0 for plain SGD)")
+    p.add_argument("--hidden", type=parse_hidden, default=(256, 128),
+                   help="hidden layer widths, comma-separated ('none' for the softmax classifier)")
+    p.add_argument("--activation", choices=HIDDEN_ACTIVATIONS, default="relu", help="hidden activation")
+    p.add_argument("--loss", choices=LOSSES, default="cross_entropy")
+    p.add_argument("--mse-convention", choices=MSE_CONVENTIONS, default="course",
+                   help="course: 1/(2m)||Y_hat-Y||^2; mean: PyTorch's MSELoss")
+    p.add_argument("--l2", type=float, default=0.0, help="L2 strength on the weights")
+    p.add_argument("--seed", type=int, default=0, help="seed for the initial weights and the data order")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--dataset", choices=("mnist", "fashion-mnist", "idx"), default="mnist",
+                   help="idx: your own four IDX files (MNIST's format and names) in --data-dir")
+    p.add_argument("--data-dir", default=None,
+                   help=f"dataset cache (default: ${'{'}MANUAL_BACKPROP_DATA{'}'} or {default_data_dir()})")
+    p.add_argument("--standardize", action="store_true",
+                   help="subtract the training set's pixel mean and divide by its std (default: [0, 1] only)")
+    p.add_argument("--val-size", type=int, default=0, help="hold out this many training images for validation")
+    p.add_argument("--limit", type=int, default=None, help="train on the first N training images only")
+    p.add_argument("--logdir", default=str(DEFAULT_LOGDIR), help="parent of the run directories")
+    p.add_argument("--log-interval", type=int, default=100, help="steps between train-loss points")
+    p.add_argument("--parity-every", type=int, default=100, help="steps between parity checks")
+    p.add_argument("--no-twin", action="store_true", help="train the manual engine alone")
+    p.add_argument("--dry-run", action="store_true", help=f"one epoch of a few batches, for smoke tests")
+    p.add_argument("--checkpoint-every", type=int, default=0,
+                   help="steps between checkpoints (0: at the end of every epoch only)")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in total, with a checkpoint")
+    p.add_argument("--resume", metavar="PATH", default=None, help="continue the run of this checkpoint")
+    p.add_argument("--json", metavar="PATH", default=None, help="also write the run summary here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+    return p
+
+
+def writable_dir(path: Path, flag: str) -> Path:
+    """Create ``path`` if needed and make sure files can be written in it."""
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {path}: exists and is not a directory")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"{flag} {path}: cannot create the directory ({error.strerror})")
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path}: the directory is not writable")
+    return path
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    epochs = 1 if args.dry_run else args.epochs
+    try:
+        device = resolve_device(args.device)
+        config = MLPConfig(sizes=(784, *args.hidden, 10), activation=args.activation, loss=args.loss,
+                           mse_convention=args.mse_convention, l2=args.l2, dtype=args.dtype, device=device)
+        settings = TrainSettings(epochs=epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
+                                 seed=args.seed, log_interval=args.log_interval, parity_every=args.parity_every,
+                                 twin=not args.no_twin, dry_run=args.dry_run,
+                                 checkpoint_every=args.checkpoint_every, max_steps=args.max_steps)
+        if args.limit is not None and args.limit < 1:
+            raise ValueError(f"--limit: expected a number of images >= 1; got {args.limit}")
+        if args.val_size < 0:
+            raise ValueError(f"--val-size: expected a number of images >= 0; got {args.val_size}")
+        logdir = writable_dir(Path(args.logdir), "--logdir") if args.resume is None else None
+    except (ValueError, TypeError) as error:
+        parser.error(str(error))
+
+    def log(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        data = load_splits(args.dataset, args.data_dir, device=config.torch_device, dtype=config.torch_dtype,
+                           standardize=args.standardize, val_size=args.val_size, limit=args.limit,
+                           log=lambda line: print(line, file=sys.stderr, flush=True))
+        if args.resume is not None:
+            run_dir = Path(args.resume).resolve().parent
+        else:
+            run_dir = new_run_dir(logdir, config.slug())
+        description = {"command": "python -m experiments.train_mnist " + " ".join(argv if argv is not None else sys.argv[1:]),
+                       "dataset": args.dataset, "data_source": data.source, "standardize": args.standardize,
+                       "val_size": args.val_size, "limit": args.limit, "train_images": data.train_x.shape[0],
+                       **{key: getattr(settings, key) for key in ("epochs", "batch_size", "lr", "momentum", "seed")},
+                       "twin": settings.twin, "torch": torch.__version__, **config.to_dict()}
+        log(f"run directory: {run_dir}")
+        log(f"data: {data.name}, {data.train_x.shape[0]} train / {data.val_x.shape[0]} val / {data.test_x.shape[0]} "
+            f"test images ({data.source}); model {config.slug()}, {config.dtype} on {config.device}")
+        summary = train(config, settings, data, run_dir, description,
+                        resume=Path(args.resume) if args.resume else None, log=log, progress=not args.no_progress)
+    except (DatasetError, CheckpointError, TrainingError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+    summary_path = run_dir / "summary.json"
+    text = json.dumps(summary, indent=2) + "\n"
+    summary_path.write_text(text)
+    if args.json:
+        try:
+            Path(args.json).write_text(text)
+        except OSError as error:
+            print(f"error: --json {args.json}: cannot write the summary ({error.strerror})", file=sys.stderr)
+            return 1
+    print_summary(summary, log)
+    return 0
+
+
+def print_summary(summary: dict, log) -> None:
+    log("")
+    log("summary")
+    for model, values in summary["final"].items():
+        log(f"  {model:9s} test accuracy {100 * values['test_accuracy']:.2f}%, test loss {values['test_loss']:.4f}")
+    parity = summary["parity"]
+    if parity["checks"]:
+        log(f"  parity: {parity['bitwise_equal_checks']}/{parity['checks']} checks bitwise equal (gradients and "
+            f"weights), {parity['checks_out_of_policy']} out of policy; largest weight difference "
+            f"{parity['worst_weight_max_abs_diff']:.3g}")
+        inexact = {key: worst for key, worst in parity["worst_per_tensor"].items() if worst["max_ulp"] > 0}
+        if not inexact:
+            log(f"  every one of the {len(parity['worst_per_tensor'])} compared tensors was bitwise equal at every check")
+        for key, worst in inexact.items():
+            log(f"    worst {key:12s} max abs {worst['max_abs']:.3g}  max rel {worst['max_rel']:.3g}  "
+                f"max ulp {worst['max_ulp']:.0f}")
+    log(f"  {summary['steps']} steps in {summary['seconds']:.1f} s; run directory {summary['run_dir']}")
+    log(f"  checkpoint {summary['checkpoint']}")
+    log(f"  watch it: {summary['tensorboard']}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
