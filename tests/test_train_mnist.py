@@ -1,0 +1,191 @@
+"""The training script: smoke runs on a small IDX dataset the test writes, checkpoints, resume, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from fake_idx import write_fake_idx
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def fake_data(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("fake_idx")
+    write_fake_idx(directory, n_train=256, n_test=64, seed=0)
+    return directory
+
+
+def train(*args, cwd=REPO, env=None):
+    return subprocess.run([sys.executable, "-m", "experiments.train_mnist", "--no-progress", "--device", "cpu", *args],
+                          capture_output=True, text=True, cwd=cwd, env=env)
+
+
+def common(fake_data, logdir):
+    return ["--dataset", "idx", "--data-dir", str(fake_data), "--logdir", str(logdir)]
+
+
+def only_run_dir(logdir: Path) -> Path:
+    runs = [path for path in logdir.iterdir() if path.is_dir()]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def load(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_dry_run_smoke(fake_data, tmp_path):
+    result = train(*common(fake_data, tmp_path / "runs"), "--dry-run", "--json", str(tmp_path / "s.json"))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["steps"] == 3 and summary["epochs_completed"] == 1
+    assert summary["parity"]["checks"] >= 1
+    assert summary["parity"]["bitwise_equal_checks"] == summary["parity"]["checks"]
+    run_dir = only_run_dir(tmp_path / "runs")
+    assert json.loads((run_dir / "summary.json").read_text()) == summary
+    assert {"manual", "autograd", "parity", "checkpoint.pt"} <= {p.name for p in run_dir.iterdir()}
+    assert "test accuracy" in result.stdout and "tensorboard --logdir" in result.stdout
+
+
+def test_both_models_learn_and_stay_bitwise_equal(fake_data, tmp_path):
+    result = train(*common(fake_data, tmp_path / "runs"), "--epochs", "3", "--batch-size", "16", "--lr", "0.05",
+                   "--hidden", "32", "--parity-every", "1", "--val-size", "32", "--json", str(tmp_path / "s.json"))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "s.json").read_text())
+    final = summary["final"]
+    assert final["manual"] == final["autograd"]
+    assert final["manual"]["test_accuracy"] > 0.5  # ten classes: chance is 0.1
+    parity = summary["parity"]
+    assert parity["checks"] == summary["steps"] == 3 * 14  # 224 training images / 16
+    assert parity["bitwise_equal_checks"] == parity["checks"] and parity["worst_weight_max_abs_diff"] == 0
+    assert "accuracy/val" in summary["history"][-1]["manual"]
+
+
+@pytest.mark.parametrize("extra", [["--no-twin"], ["--hidden", "none", "--loss", "hinge"],
+                                   ["--activation", "tanh", "--loss", "mse", "--l2", "0.001", "--dtype", "float64"],
+                                   ["--standardize", "--limit", "100", "--momentum", "0"]])
+def test_other_configurations_run(fake_data, tmp_path, extra):
+    result = train(*common(fake_data, tmp_path / "runs"), "--dry-run", *extra, "--json", str(tmp_path / "s.json"))
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert ("autograd" in summary["final"]) == ("--no-twin" not in extra)
+
+
+def test_resume_is_bitwise_identical_to_an_uninterrupted_run(fake_data, tmp_path):
+    args = [*common(fake_data, tmp_path / "whole"), "--epochs", "2", "--batch-size", "24", "--hidden", "16"]
+    assert train(*args).returncode == 0
+    whole = load(only_run_dir(tmp_path / "whole") / "checkpoint.pt")
+
+    parts = [*common(fake_data, tmp_path / "parts"), "--epochs", "2", "--batch-size", "24", "--hidden", "16"]
+    first = train(*parts, "--max-steps", "7")  # stops in the middle of the first epoch (11 batches per epoch)
+    assert first.returncode == 0, first.stderr
+    checkpoint = only_run_dir(tmp_path / "parts") / "checkpoint.pt"
+    stopped = load(checkpoint)
+    assert (stopped["epoch"], stopped["batch_in_epoch"], stopped["global_step"]) == (0, 7, 7)
+    second = train(*parts, "--resume", str(checkpoint))
+    assert second.returncode == 0, second.stderr
+    resumed = load(checkpoint)
+    assert resumed["global_step"] == whole["global_step"] == 22
+    for key in ("engine", "twin"):
+        for name, tensor in whole[key].items():
+            assert torch.equal(tensor, resumed[key][name]), (key, name)
+    for name, velocity in whole["engine_optimizer"]["velocity"].items():
+        assert torch.equal(velocity, resumed["engine_optimizer"]["velocity"][name])
+    assert only_run_dir(tmp_path / "parts") == checkpoint.parent  # resumed in the same run directory
+
+
+def test_checkpoint_holds_everything_and_loads_weights_only(fake_data, tmp_path):
+    assert train(*common(fake_data, tmp_path / "runs"), "--dry-run").returncode == 0
+    state = load(only_run_dir(tmp_path / "runs") / "checkpoint.pt")
+    assert {"engine", "twin", "engine_optimizer", "twin_optimizer", "permutation", "shuffle_generator",
+            "torch_rng", "config", "settings"} <= set(state)
+    assert not list(only_run_dir(tmp_path / "runs").glob(".checkpoint.pt.*"))  # no temporary file left
+
+
+def test_checkpoint_from_a_different_config_is_refused(fake_data, tmp_path):
+    assert train(*common(fake_data, tmp_path / "runs"), "--dry-run").returncode == 0
+    checkpoint = only_run_dir(tmp_path / "runs") / "checkpoint.pt"
+    result = train(*common(fake_data, tmp_path / "runs"), "--dry-run", "--hidden", "64", "--lr", "0.1",
+                   "--resume", str(checkpoint))
+    assert result.returncode == 1
+    assert "checkpoint is from a different config" in result.stderr
+    assert "sizes: checkpoint has [784, 256, 128, 10], this run has [784, 64, 10]" in result.stderr
+    assert "lr: checkpoint has 0.05, this run has 0.1" in result.stderr
+
+
+def test_truncated_checkpoint_is_refused(fake_data, tmp_path):
+    assert train(*common(fake_data, tmp_path / "runs"), "--dry-run").returncode == 0
+    checkpoint = only_run_dir(tmp_path / "runs") / "checkpoint.pt"
+    data = checkpoint.read_bytes()
+    checkpoint.write_bytes(data[: len(data) // 2])
+    result = train(*common(fake_data, tmp_path / "runs"), "--dry-run", "--resume", str(checkpoint))
+    assert result.returncode == 1
+    assert f"--resume {checkpoint}: the file is truncated or not a checkpoint" in result.stderr
+    missing = train(*common(fake_data, tmp_path / "runs"), "--resume", str(tmp_path / "nope.pt"))
+    assert missing.returncode == 1 and "no such checkpoint file" in missing.stderr
+
+
+def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(fake_data, tmp_path):
+    result = train(*common(fake_data, tmp_path / "runs"), "--lr", "1e30", "--momentum", "0", "--batch-size", "16",
+                   "--checkpoint-every", "1")
+    assert result.returncode == 1
+    assert "loss became nan" in result.stderr.lower() or "loss became inf" in result.stderr.lower()
+    assert "the last good checkpoint is" in result.stderr and "Try a smaller --lr" in result.stderr
+    checkpoint = only_run_dir(tmp_path / "runs") / "checkpoint.pt"
+    state = load(checkpoint)
+    assert all(torch.isfinite(tensor).all() for tensor in state["engine"].values())
+    assert state["global_step"] >= 1
+
+
+@pytest.mark.parametrize("args, status, message", [
+    (["--dataset", "cifar"], 2, "invalid choice: 'cifar'"),
+    (["--batch-size", "0"], 2, "--batch-size: expected an integer >= 1; got 0"),
+    (["--limit", "0"], 2, "--limit: expected a number of images >= 1; got 0"),
+    (["--lr", "-1"], 2, "--lr: expected a finite learning rate > 0"),
+    (["--hidden", "256,x"], 2, "expected comma-separated positive ints"),
+])
+def test_bad_arguments(fake_data, tmp_path, args, status, message):
+    result = train(*common(fake_data, tmp_path / "runs"), *args)
+    assert result.returncode == status, result.stderr
+    assert message in result.stderr
+
+
+def test_impossible_limit_and_batch_size(fake_data, tmp_path):
+    too_many = train(*common(fake_data, tmp_path / "runs"), "--limit", "100000", "--dry-run")
+    assert too_many.returncode == 1 and "--limit" in too_many.stderr and "100000" in too_many.stderr
+    big_batch = train(*common(fake_data, tmp_path / "runs"), "--batch-size", "5000", "--dry-run")
+    assert big_batch.returncode == 1
+    assert "--batch-size: 5000 is larger than the 256 training images" in big_batch.stderr
+
+
+def test_missing_data_directory(tmp_path):
+    result = train("--dataset", "idx", "--data-dir", str(tmp_path / "absent"), "--logdir", str(tmp_path / "runs"),
+                   "--dry-run")
+    assert result.returncode == 1
+    assert str(tmp_path / "absent") in result.stderr
+
+
+def test_unwritable_or_invalid_log_directory(fake_data, tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("not a directory")
+    result = train("--dataset", "idx", "--data-dir", str(fake_data), "--logdir", str(a_file), "--dry-run")
+    assert result.returncode == 2 and f"--logdir {a_file}: exists and is not a directory" in result.stderr
+    if os.geteuid() == 0:
+        return  # root writes anywhere; the read-only case cannot be shown here
+    read_only = tmp_path / "ro"
+    read_only.mkdir(mode=0o555)
+    result = train("--dataset", "idx", "--data-dir", str(fake_data), "--logdir", str(read_only), "--dry-run")
+    assert result.returncode == 2 and "not writable" in result.stderr
+
+
+def test_unknown_dataset_from_the_library():
+    from manual_backprop.datasets import DatasetError, load_splits
+
+    with pytest.raises(DatasetError, match="dataset: expected one of mnist, fashion-mnist, idx; got 'cifar'"):
+        load_splits("cifar")
