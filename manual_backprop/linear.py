@@ -20,18 +20,20 @@ def linear_forward(x: Tensor, W: Tensor, b: Tensor) -> tuple[Tensor, tuple[Tenso
     return z, (x, W)
 
 
-def linear_backward(dz: Tensor, cache: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+def linear_backward(dz: Tensor, cache: tuple[Tensor, Tensor],
+                    input_grad: bool = True) -> tuple[Tensor | None, Tensor, Tensor]:
     """Inputs:
         dz: (m, d_out) dL/dZ, the layer's delta. It already carries the 1/m of the batch average (the loss's
             backward puts it there, as autograd does); lecture 000 writes the same 1/m in dW and db instead.
         cache: (x, W) from linear_forward.
+        input_grad: False skips dx (the first layer's input is the data, which needs no gradient).
     Returns:
-        dx: (m, d_in)    dL/dX = dZ W, the gradient passed to the previous layer.
+        dx: (m, d_in)    dL/dX = dZ W, the gradient passed to the previous layer (None if not input_grad).
         dW: (d_out, d_in) dL/dW = dZ^T X, a sum of per-sample outer products delta_i^T x_i.
         db: (d_out,)      dL/db = sum_i dZ_i.
     """
     x, W = cache
-    dx = dz.mm(W)
+    dx = dz.mm(W) if input_grad else None
     dW = dz.t().mm(x)
     db = dz.sum(0)
     return dx, dW, db

@@ -239,7 +239,8 @@ class MLP:
                 record["dA"] = dA
                 dZ = self.activations[layer - 1].backward_fn(dA, cache.activation_caches[layer - 1])
             record["dZ"] = dZ
-            dA, dW, db = linear_backward(dZ, cache.linear_caches[layer - 1])  # dA is now dL/dA_{layer-1}
+            # dA becomes dL/dA_{layer-1}; the input X = A_0 needs none.
+            dA, dW, db = linear_backward(dZ, cache.linear_caches[layer - 1], input_grad=layer > 1)
             if l2_grads is not None:
                 # The weight gets two contributions, data term then penalty, summed like autograd sums them.
                 dW = dW + l2_grads[layer - 1]
