@@ -12,7 +12,7 @@ import sys
 
 import torch
 
-from manual_backprop.config import HIDDEN_ACTIVATIONS, LOSSES, MSE_CONVENTIONS, MLPConfig
+from manual_backprop.config import HIDDEN_ACTIVATIONS, LOSSES, MSE_CONVENTIONS, OUTPUT_ACTIVATIONS, MLPConfig
 from torch_reference.parity import run_parity
 
 
@@ -42,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sizes", type=parse_sizes, default=(784, 256, 128, 10),
                         help="layer widths, input first and output last")
     parser.add_argument("--activation", choices=HIDDEN_ACTIVATIONS, default="relu", help="hidden activation")
+    parser.add_argument("--output-activation", choices=OUTPUT_ACTIVATIONS, default=None,
+                        help="default: softmax for cross_entropy, identity otherwise")
+    parser.add_argument("--leaky-slope", type=float, default=0.1, help="negative slope of leaky_relu")
+    parser.add_argument("--elu-alpha", type=float, default=1.0, help="alpha of elu")
     parser.add_argument("--loss", choices=LOSSES, default="cross_entropy")
     parser.add_argument("--mse-convention", choices=MSE_CONVENTIONS, default="course",
                         help="course: 1/(2m)||Y_hat-Y||^2; mean: PyTorch's MSELoss")
@@ -63,7 +67,8 @@ def main(argv=None) -> int:
     if args.batch_size < 1:
         parser.error(f"--batch-size: expected at least 1; got {args.batch_size}")
     try:
-        config = MLPConfig(sizes=args.sizes, activation=args.activation, loss=args.loss,
+        config = MLPConfig(sizes=args.sizes, activation=args.activation, output_activation=args.output_activation,
+                           leaky_slope=args.leaky_slope, elu_alpha=args.elu_alpha, loss=args.loss,
                            mse_convention=args.mse_convention, l2=args.l2, dtype=args.dtype,
                            device=resolve_device(args.device))
     except (ValueError, TypeError) as error:
