@@ -109,7 +109,8 @@ class RunLogger:
 
     def hparams(self, hparams: dict, metrics: dict[str, dict[str, float]]) -> None:
         """One hparams entry per model writer, with its final metrics (TensorBoard's HPARAMS tab)."""
-        clean = {key: (value if isinstance(value, (int, float, str, bool)) else str(value))
+        # bools as text: torch's hparams would otherwise show True as 1.0
+        clean = {key: (value if isinstance(value, (int, float, str)) and not isinstance(value, bool) else str(value))
                  for key, value in hparams.items()}
         for model, writer in self.writers.items():
             values = {f"hparam/{key}": value for key, value in metrics.get(model, {}).items()

@@ -198,6 +198,8 @@ class SideBySideRun:
         self.saved_step = 0
         self.last_grads: dict[str, Tensor] = {}  # the engine's latest gradients, for the histograms
         self.interrupt = DeferredInterrupt()
+        self.interval_losses = {"manual": [], "autograd": []}  # losses since the last loss/train point
+        self.epoch_losses = {"manual": [], "autograd": []}  # losses of the current epoch
 
     # --- checkpoints ---------------------------------------------------------------------------------------
 
@@ -222,6 +224,9 @@ class SideBySideRun:
             "tally": asdict(self.tally),
             "history": self.history,
             "elapsed": self.elapsed,
+            # the running averages of loss/train and of the epoch's loss, so a resumed run logs the same values
+            "interval_losses": self.interval_losses,
+            "epoch_losses": self.epoch_losses,
         }
         if self.twin is not None:
             state["twin"] = {key: value.detach().cpu() for key, value in self.twin.state_dict().items()}
@@ -254,6 +259,8 @@ class SideBySideRun:
         self.tally = ParityTally(**state["tally"])
         self.history = list(state["history"])
         self.elapsed = state["elapsed"]
+        self.interval_losses = {model: list(values) for model, values in state["interval_losses"].items()}
+        self.epoch_losses = {model: list(values) for model, values in state["epoch_losses"].items()}
         self.last_checkpoint, self.saved_step = Path(path), self.global_step
 
     # --- training --------------------------------------------------------------------------------------------
@@ -296,15 +303,14 @@ class SideBySideRun:
         settings = self.settings
         n_train = self.data.train_x.shape[0]
         started = time.perf_counter() - self.elapsed
-        interval = {"manual": [], "autograd": []}
         while self.epoch < settings.epochs:
             if self.permutation is None or self.batch_in_epoch >= self.batches_per_epoch:
                 self.permutation = torch.randperm(n_train, generator=self.shuffle)
                 self.batch_in_epoch = 0
+                self.epoch_losses = {"manual": [], "autograd": []}
             order = self.permutation.to(self.data.train_x.device)
             bar = tqdm(total=self.batches_per_epoch, initial=self.batch_in_epoch, disable=not self.progress,
                        desc=f"epoch {self.epoch + 1}/{settings.epochs}", unit="batch", leave=False)
-            epoch_losses = {"manual": [], "autograd": []}
             epoch_started = time.perf_counter()
             images_this_epoch = 0
             while self.batch_in_epoch < self.batches_per_epoch:
@@ -315,33 +321,36 @@ class SideBySideRun:
                 images_this_epoch += index.numel()
                 for model, loss in (("manual", engine_loss), ("autograd", twin_loss)):
                     if loss is not None:
-                        interval[model].append(loss)
-                        epoch_losses[model].append(loss)
+                        self.interval_losses[model].append(loss)
+                        self.epoch_losses[model].append(loss)
                 if self.global_step % settings.log_interval == 0:
-                    for model, losses in interval.items():
+                    for model, losses in self.interval_losses.items():
                         if losses:
                             logger.scalars(model, self.global_step, {"loss/train": sum(losses) / len(losses)})
-                    interval = {"manual": [], "autograd": []}
+                    self.interval_losses = {"manual": [], "autograd": []}
                 bar.update(1)
                 rate = images_this_epoch / max(time.perf_counter() - epoch_started, 1e-9)
                 bar.set_postfix(loss=f"{engine_loss:.4f}", img_per_s=f"{rate:.0f}")
+
+                # The end of an epoch comes before any stop, so a checkpoint never holds a finished epoch
+                # that was not counted and evaluated.
+                epoch_done = self.batch_in_epoch == self.batches_per_epoch
+                if epoch_done:
+                    bar.close()
+                    self.epoch += 1
+                    self.end_of_epoch(logger, self.epoch_losses)
                 stop = None
                 if settings.max_steps is not None and self.global_step >= settings.max_steps:
                     stop = f"stopped after --max-steps {settings.max_steps}"
                 elif self.interrupt.requested:
                     stop = "interrupted"
-                if stop or (settings.checkpoint_every and self.global_step % settings.checkpoint_every == 0):
+                if stop or epoch_done or (settings.checkpoint_every and self.global_step % settings.checkpoint_every == 0):
                     self.elapsed = time.perf_counter() - started
                     self.save()
                 if stop:
                     bar.close()
                     self.log(f"{stop} at step {self.global_step}; resume with --resume {self.last_checkpoint}")
-                    return self.summary(stopped_early=True)
-            bar.close()
-            self.epoch += 1
-            self.end_of_epoch(logger, epoch_losses)
-            self.elapsed = time.perf_counter() - started
-            self.save()
+                    return self.summary(stopped_early=self.epoch < settings.epochs)
         return self.summary(stopped_early=False)
 
     def end_of_epoch(self, logger: RunLogger, epoch_losses: dict[str, list[float]]) -> None:

@@ -1,0 +1,539 @@
+"""What ``python -m experiments.train_mnist`` leaves for TensorBoard, read back the way TensorBoard reads it.
+
+The script runs as a subprocess on a small fake IDX dataset (tests/fake_idx.py): one full two-epoch run shared by
+most tests, a few cheap ``--dry-run`` runs for the run-directory naming, an interrupted-and-resumed run compared
+with the full one, and a real ``tensorboard`` server on loopback. Event files are read with TensorBoard's own
+``EventAccumulator`` (which applies the purge events that ``SummaryWriter(purge_step=...)`` writes on resume).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from tensorboard.backend.event_processing import event_accumulator as ea
+from tensorboard.plugins.hparams import api_pb2 as hparams_api
+from tensorboard.plugins.hparams import metadata as hparams_metadata
+
+from fake_idx import write_fake_idx
+
+REPO = Path(__file__).resolve().parent.parent
+
+# The shared run: 256 fake training images, 32 of them held out for validation, batches of 32 -> 7 steps an epoch.
+N_TRAIN, N_TEST, VAL_SIZE, BATCH, EPOCHS, LOG_INTERVAL, PARITY_EVERY = 256, 64, 32, 32, 2, 2, 2
+HIDDEN = (32, 16)  # small, so the run is quick; three layers, as in the default network
+N_LAYERS = len(HIDDEN) + 1
+STEPS_PER_EPOCH = math.ceil((N_TRAIN - VAL_SIZE) / BATCH)
+TOTAL_STEPS = EPOCHS * STEPS_PER_EPOCH
+EPOCH_END_STEPS = [STEPS_PER_EPOCH * (epoch + 1) for epoch in range(EPOCHS)]
+SLUG = "-".join(map(str, (784, *HIDDEN, 10))) + "_relu_cross_entropy"
+RUN_NAME = re.compile(r"^(\d{8}-\d{6})_" + re.escape(SLUG) + r"(-\d+)?$")
+MODELS = ("manual", "autograd")
+WRITERS = (*MODELS, "parity")
+SIZE_GUIDANCE = {ea.SCALARS: 0, ea.HISTOGRAMS: 0, ea.IMAGES: 0, ea.TENSORS: 0, ea.COMPRESSED_HISTOGRAMS: 0}
+SCRIPT_TIMEOUT_S = 300
+SERVER_TIMEOUT_S = 90
+
+
+# --- helpers ------------------------------------------------------------------------------------------------------
+
+def common_flags(data_dir: Path) -> list[str]:
+    return ["--dataset", "idx", "--data-dir", str(data_dir), "--batch-size", str(BATCH),
+            "--log-interval", str(LOG_INTERVAL), "--parity-every", str(PARITY_EVERY),
+            "--hidden", ",".join(map(str, HIDDEN)), "--no-progress", "--device", "cpu"]
+
+
+def full_flags(data_dir: Path) -> list[str]:
+    return [*common_flags(data_dir), "--epochs", str(EPOCHS), "--val-size", str(VAL_SIZE)]
+
+
+def run_script(*args: str) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, "-m", "experiments.train_mnist", *map(str, args)], cwd=REPO,
+                            capture_output=True, text=True, timeout=SCRIPT_TIMEOUT_S)
+    assert result.returncode == 0, (f"train_mnist {' '.join(map(str, args))} exited {result.returncode}\n"
+                                    f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}")
+    return result
+
+
+def printed_run_dir(result: subprocess.CompletedProcess) -> Path:
+    match = re.search(r"^run directory: (.+)$", result.stdout, re.MULTILINE)
+    assert match, result.stdout
+    return Path(match.group(1))
+
+
+def load(directory: Path, **kwargs) -> ea.EventAccumulator:
+    assert any(directory.glob("events.out.tfevents.*")), f"no event file in {directory}"
+    accumulator = ea.EventAccumulator(str(directory), size_guidance=SIZE_GUIDANCE, **kwargs)
+    accumulator.Reload()
+    return accumulator
+
+
+def series(accumulator: ea.EventAccumulator, tag: str) -> list[tuple[int, float]]:
+    return [(event.step, event.value) for event in accumulator.Scalars(tag)]
+
+
+def steps(accumulator: ea.EventAccumulator, tag: str) -> list[int]:
+    return [event.step for event in accumulator.Scalars(tag)]
+
+
+def text_of(accumulator: ea.EventAccumulator, tag: str) -> list[tuple[int, str]]:
+    """add_text stores a string tensor under ``<tag>/text_summary``, with the text plugin's metadata."""
+    tensor_tag = f"{tag}/text_summary"
+    assert accumulator.SummaryMetadata(tensor_tag).plugin_data.plugin_name == "text"
+    return [(event.step, event.tensor_proto.string_val[0].decode()) for event in accumulator.Tensors(tensor_tag)]
+
+
+def file_fingerprints(directory: Path) -> dict[str, tuple[int, int, str]]:
+    return {str(path.relative_to(directory)): (path.stat().st_mtime_ns, path.stat().st_size,
+                                               hashlib.sha256(path.read_bytes()).hexdigest())
+            for path in sorted(directory.rglob("*")) if path.is_file()}
+
+
+def as_float32(value: float) -> float:
+    """Scalars are stored as float32."""
+    return float(np.float32(value))
+
+
+@dataclass
+class Run:
+    logdir: Path
+    run_dir: Path
+    summary: dict
+    acc: dict  # writer name -> EventAccumulator
+
+
+# --- fixtures -----------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("fake_mnist")
+    write_fake_idx(directory, n_train=N_TRAIN, n_test=N_TEST)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, data_dir) -> Run:
+    """One uninterrupted two-epoch run with a validation split; it is also the reference for the resume test."""
+    base = tmp_path_factory.mktemp("full")
+    logdir, summary_path = base / "logs", base / "summary.json"
+    result = run_script(*full_flags(data_dir), "--logdir", logdir, "--json", summary_path)
+    summary = json.loads(summary_path.read_text())
+    run_dir = Path(summary["run_dir"])
+    assert run_dir == printed_run_dir(result)
+    return Run(logdir, run_dir, summary, {name: load(run_dir / name) for name in WRITERS})
+
+
+@pytest.fixture(scope="module")
+def resumed_run(tmp_path_factory, data_dir) -> Run:
+    """The full run's settings, but interrupted at step 3 (--max-steps), resumed up to step 6, then rewound to the
+    step-3 checkpoint and resumed to the end: the second resume must purge the first one's steps 4..6."""
+    base = tmp_path_factory.mktemp("resumed")
+    logdir, summary_path = base / "logs", base / "summary.json"
+    flags = [*full_flags(data_dir), "--checkpoint-every", "1"]
+    first = run_script(*flags, "--logdir", logdir, "--max-steps", "3")
+    run_dir = printed_run_dir(first)
+    step3 = run_dir / "checkpoint-step3.pt"
+    shutil.copyfile(run_dir / "checkpoint.pt", step3)
+    second = run_script(*flags, "--resume", run_dir / "checkpoint.pt", "--max-steps", "6")
+    third = run_script(*flags, "--resume", step3, "--json", summary_path)
+    for result in (second, third):
+        assert printed_run_dir(result) == run_dir
+    summary = json.loads(summary_path.read_text())
+    return Run(logdir, run_dir, summary, {name: load(run_dir / name) for name in WRITERS})
+
+
+# --- the full run's event files -----------------------------------------------------------------------------------
+
+def test_one_run_directory_with_a_writer_per_model_and_one_for_parity(full_run):
+    assert [path.name for path in full_run.logdir.iterdir()] == [full_run.run_dir.name]
+    assert RUN_NAME.match(full_run.run_dir.name), full_run.run_dir.name
+    for name in WRITERS:
+        assert list((full_run.run_dir / name).glob("events.out.tfevents.*")), name
+    assert (full_run.run_dir / "summary.json").is_file() and (full_run.run_dir / "checkpoint.pt").is_file()
+    assert full_run.summary["steps"] == TOTAL_STEPS and full_run.summary["epochs_completed"] == EPOCHS
+
+
+def test_model_writers_have_the_same_scalar_tags(full_run):
+    manual, autograd = (set(full_run.acc[model].Tags()["scalars"]) for model in MODELS)
+    assert manual == autograd
+    assert {"loss/train", "loss/test", "accuracy/test", "loss/train_epoch"} <= manual
+
+
+def test_scalars_are_finite_and_accuracies_are_fractions(full_run):
+    for name in WRITERS:
+        acc = full_run.acc[name]
+        for tag in acc.Tags()["scalars"]:
+            values = [value for _, value in series(acc, tag)]
+            assert values, (name, tag)
+            assert all(math.isfinite(value) for value in values), (name, tag, values)
+            if "accuracy" in tag:
+                assert all(0 <= value <= 1 for value in values), (name, tag, values)
+
+
+def test_train_loss_is_logged_every_log_interval_steps(full_run):
+    for model in MODELS:
+        logged = steps(full_run.acc[model], "loss/train")
+        assert logged == list(range(LOG_INTERVAL, TOTAL_STEPS + 1, LOG_INTERVAL)), (model, logged)
+        assert all(step % LOG_INTERVAL == 0 for step in logged)
+        assert all(a < b for a, b in zip(logged, logged[1:]))
+
+
+def test_evaluation_scalars_are_logged_once_per_epoch(full_run):
+    for model in MODELS:
+        for tag in ("loss/test", "accuracy/test", "loss/train_epoch"):
+            assert steps(full_run.acc[model], tag) == EPOCH_END_STEPS, (model, tag)
+
+
+def test_validation_scalars_with_val_size(full_run):
+    for model in MODELS:
+        tags = set(full_run.acc[model].Tags()["scalars"])
+        assert {"loss/val", "accuracy/val"} <= tags, (model, tags)
+        for tag in ("loss/val", "accuracy/val"):
+            assert steps(full_run.acc[model], tag) == EPOCH_END_STEPS, (model, tag)
+    assert full_run.summary["run"]["val_size"] == VAL_SIZE
+    assert full_run.summary["run"]["train_images"] == N_TRAIN - VAL_SIZE
+
+
+def test_both_models_scalars_are_exactly_equal_on_cpu(full_run):
+    """The CPU run is bitwise identical, so every curve of the two models must coincide exactly."""
+    manual, autograd = (full_run.acc[model] for model in MODELS)
+    for tag in manual.Tags()["scalars"]:
+        assert series(manual, tag) == series(autograd, tag), tag
+
+
+def test_epoch_scalars_agree_with_the_summary(full_run):
+    for model in MODELS:
+        acc, history = full_run.acc[model], full_run.summary["history"]
+        for tag in ("loss/train_epoch", "loss/test", "accuracy/test", "loss/val", "accuracy/val"):
+            assert series(acc, tag) == [(entry["step"], as_float32(entry[model][tag])) for entry in history], tag
+        final = full_run.summary["final"][model]
+        assert series(acc, "hparam/test_accuracy") == [(0, as_float32(final["test_accuracy"]))]
+        assert series(acc, "hparam/test_loss") == [(0, as_float32(final["test_loss"]))]
+
+
+def test_parity_writer_has_a_curve_per_compared_gradient_and_all_are_exact_on_cpu(full_run):
+    acc = full_run.acc["parity"]
+    tags = set(acc.Tags()["scalars"])
+    rel = {tag.removeprefix("parity/grad_max_rel/") for tag in tags if tag.startswith("parity/grad_max_rel/")}
+    ulp = {tag.removeprefix("parity/grad_max_ulp/") for tag in tags if tag.startswith("parity/grad_max_ulp/")}
+    assert rel == ulp
+    expected = {f"layer{layer}_{name}" for layer in range(1, N_LAYERS + 1) for name in ("dW", "db", "dZ")}
+    assert expected <= rel, sorted(rel)
+    assert all(re.fullmatch(r"layer\d+_d\w+", key) for key in rel), sorted(rel)
+    assert {"parity/weights_max_abs_diff", "parity/bitwise_equal"} <= tags
+    assert tags == {*(f"parity/grad_max_rel/{key}" for key in rel), *(f"parity/grad_max_ulp/{key}" for key in ulp),
+                    "parity/weights_max_abs_diff", "parity/bitwise_equal"}
+    # Checked at step 1, then every --parity-every steps.
+    checked = [1, *range(PARITY_EVERY, TOTAL_STEPS + 1, PARITY_EVERY)]
+    for tag in tags:
+        assert steps(acc, tag) == checked, tag
+    for key in ulp:
+        assert {value for _, value in series(acc, f"parity/grad_max_ulp/{key}")} == {0.0}, key
+        assert {value for _, value in series(acc, f"parity/grad_max_rel/{key}")} == {0.0}, key
+    assert {value for _, value in series(acc, "parity/weights_max_abs_diff")} == {0.0}
+    assert {value for _, value in series(acc, "parity/bitwise_equal")} == {1.0}
+    assert full_run.summary["parity"]["checks"] == len(checked)
+    assert full_run.summary["parity"]["bitwise_equal_checks"] == len(checked)
+
+
+def test_weight_and_gradient_histograms_in_both_model_writers(full_run):
+    sizes = (784, *HIDDEN, 10)
+    for model in MODELS:
+        histograms = set(full_run.acc[model].Tags()["histograms"])
+        expected = {f"{kind}/{prefix}{layer}" for layer in range(1, N_LAYERS + 1)
+                    for kind, prefix in (("weights", "W"), ("weights", "b"), ("grads", "dW"), ("grads", "db"))}
+        assert expected <= histograms, (model, sorted(histograms))
+        for tag in ("weights/W1", "grads/dW1"):
+            events = full_run.acc[model].Histograms(tag)
+            assert [event.step for event in events] == EPOCH_END_STEPS, (model, tag)
+            assert all(event.histogram_value.num == sizes[0] * sizes[1] for event in events), (model, tag)
+    for tag in ("weights/W1", "grads/dW1", f"weights/W{N_LAYERS}", f"grads/db{N_LAYERS}"):
+        manual, autograd = ([(event.step, event.histogram_value) for event in full_run.acc[model].Histograms(tag)]
+                            for model in MODELS)
+        assert manual == autograd, tag
+
+
+def test_first_layer_and_misclassified_digit_images_in_the_manual_writer(full_run):
+    acc = full_run.acc["manual"]
+    assert {"images/first_layer_weights", "images/misclassified_test_digits"} <= set(acc.Tags()["images"])
+    assert full_run.acc["autograd"].Tags()["images"] == []
+    tile = 28 + 2  # make_grid's padding is 2
+    first = acc.Images("images/first_layer_weights")
+    assert [event.step for event in first] == EPOCH_END_STEPS
+    rows = math.ceil(HIDDEN[0] / 8)
+    assert all((event.width, event.height) == (8 * tile + 2, rows * tile + 2) for event in first)
+    assert all(event.encoded_image_string.startswith(b"\x89PNG") for event in first)
+
+    # The fake data is not learned perfectly in two epochs by this small network: some test digits stay wrong.
+    accuracy = dict(series(acc, "accuracy/test"))
+    wrong_counts = {step: round((1 - value) * N_TEST) for step, value in accuracy.items()}
+    assert all(count > 0 for count in wrong_counts.values()), wrong_counts
+    images = acc.Images("images/misclassified_test_digits")
+    assert [event.step for event in images] == [step for step, count in wrong_counts.items() if count]
+    for event in images:
+        count = wrong_counts[event.step]
+        assert event.width == min(count, 8) * tile + 2
+        assert event.height == math.ceil(min(count, 64) / 8) * tile + 2
+    labels = text_of(acc, "images/misclassified_test_digits")
+    assert [step for step, _ in labels] == [event.step for event in images]
+    for step, text in labels:
+        pairs = re.findall(r"(\d)->(\d)", text)
+        assert len(pairs) == min(wrong_counts[step], 64), text
+        assert all(true != predicted for true, predicted in pairs), text
+
+
+def test_config_text_in_both_model_writers(full_run):
+    for model in MODELS:
+        assert "config/text_summary" in full_run.acc[model].Tags()["tensors"], model
+        [(step, text)] = text_of(full_run.acc[model], "config")
+        assert step == 0
+        match = re.fullmatch(r"```json\n(.*)\n```", text, re.DOTALL)
+        assert match, text
+        config = json.loads(match.group(1))
+        assert config["dataset"] == "idx" and config["epochs"] == EPOCHS and config["batch_size"] == BATCH
+        assert config["val_size"] == VAL_SIZE and config["sizes"] == [784, *HIDDEN, 10]
+        assert config["command"].startswith("python -m experiments.train_mnist ")
+
+
+def test_hparams_entry_in_both_model_writers(full_run):
+    for model in MODELS:
+        content = full_run.acc[model].PluginTagToContent(hparams_metadata.PLUGIN_NAME)
+        assert set(content) == {hparams_metadata.EXPERIMENT_TAG, hparams_metadata.SESSION_START_INFO_TAG,
+                                hparams_metadata.SESSION_END_INFO_TAG}, model
+        experiment = hparams_metadata.parse_experiment_plugin_data(content[hparams_metadata.EXPERIMENT_TAG])
+        assert {info.name.tag for info in experiment.metric_infos} == {"hparam/test_accuracy", "hparam/test_loss"}
+        start = hparams_metadata.parse_session_start_info_plugin_data(content[hparams_metadata.SESSION_START_INFO_TAG])
+        assert start.hparams["lr"].number_value == pytest.approx(0.05)
+        assert start.hparams["batch_size"].number_value == BATCH
+        assert start.hparams["epochs"].number_value == EPOCHS
+        assert start.hparams["activation"].string_value == "relu"
+        end = hparams_metadata.parse_session_end_info_plugin_data(content[hparams_metadata.SESSION_END_INFO_TAG])
+        assert end.status == hparams_api.STATUS_SUCCESS
+
+
+# --- run directories ----------------------------------------------------------------------------------------------
+
+def test_each_invocation_gets_a_new_run_directory_and_nothing_is_overwritten(tmp_path, data_dir):
+    logdir = tmp_path / "logs"
+    flags = [*common_flags(data_dir), "--dry-run", "--logdir", logdir]
+    started = datetime.now().replace(microsecond=0)
+    first = printed_run_dir(run_script(*flags))
+    before = file_fingerprints(first)
+    assert any("events.out.tfevents" in name for name in before)
+    second = printed_run_dir(run_script(*flags))
+    finished = datetime.now()
+    assert first != second
+    assert sorted(path.name for path in logdir.iterdir()) == sorted([first.name, second.name])
+    for run_dir in (first, second):
+        match = RUN_NAME.match(run_dir.name)
+        assert match, run_dir.name
+        stamp = datetime.strptime(match.group(1), "%Y%m%d-%H%M%S")
+        assert started - timedelta(seconds=1) <= stamp <= finished, (run_dir.name, started, finished)
+        for name in WRITERS:
+            assert list((run_dir / name).glob("events.out.tfevents.*")), (run_dir, name)
+    assert file_fingerprints(first) == before
+    assert steps(load(first / "manual"), "loss/train") == steps(load(second / "manual"), "loss/train")
+
+
+def test_new_run_dir_adds_a_suffix_instead_of_reusing_a_directory(tmp_path):
+    from torch_reference.run_logging import new_run_dir
+
+    now = datetime(2024, 1, 2, 3, 4, 5)
+    made = [new_run_dir(tmp_path, "slug", now=now) for _ in range(3)]
+    assert [path.name for path in made] == ["20240102-030405_slug", "20240102-030405_slug-2", "20240102-030405_slug-3"]
+    assert all(path.is_dir() for path in made)
+
+
+# --- a real TensorBoard server ------------------------------------------------------------------------------------
+
+class Server:
+    def __init__(self, url: str, stderr_path: Path):
+        self.url, self.stderr_path = url, stderr_path
+        self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
+
+    def get(self, path: str, **params):
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        with self.opener.open(self.url + path + query, timeout=30) as response:
+            return json.loads(response.read())
+
+    def post(self, path: str, body: dict):
+        request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(), method="POST",
+                                         headers={"Content-Type": "application/json"})
+        with self.opener.open(request, timeout=30) as response:
+            return json.loads(response.read())
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")[-4000:]
+
+
+@pytest.fixture(scope="module")
+def tensorboard_server(tmp_path_factory, full_run):
+    """``tensorboard --logdir`` on the full run's logdir, on 127.0.0.1 and a port the OS picks (``--port 0``; the
+    chosen port is read from the URL that TensorBoard prints)."""
+    base = tmp_path_factory.mktemp("tensorboard")
+    stdout_path, stderr_path = base / "stdout.txt", base / "stderr.txt"
+    with open(stdout_path, "wb") as stdout, open(stderr_path, "wb") as stderr:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tensorboard.main", "--logdir", str(full_run.logdir), "--host", "127.0.0.1",
+             "--port", "0"], stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + SERVER_TIMEOUT_S
+        url = None
+        while url is None:
+            text = stderr_path.read_text(errors="replace") + stdout_path.read_text(errors="replace")
+            match = re.search(r"(http://127\.0\.0\.1:\d+)/", text)
+            if match:
+                url = match.group(1)
+            elif process.poll() is not None:
+                pytest.fail(f"tensorboard exited with status {process.returncode} before serving:\n{text[-4000:]}")
+            elif time.monotonic() > deadline:
+                pytest.fail(f"tensorboard printed no URL within {SERVER_TIMEOUT_S} s:\n{text[-4000:]}")
+            else:
+                time.sleep(0.2)
+        yield Server(url, stderr_path), process, deadline
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)  # its own session: TensorBoard and its data server, if any
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=15)
+
+
+def poll(server: Server, process: subprocess.Popen, deadline: float, fetch, ready, what: str):
+    """TensorBoard loads the logdir in the background: retry ``fetch()`` until ``ready(result)``."""
+    last = None
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"tensorboard exited with status {process.returncode}:\n{server.stderr()}")
+        try:
+            last = fetch()
+            if ready(last):
+                return last
+        except (urllib.error.URLError, ConnectionError, TimeoutError, json.JSONDecodeError) as error:
+            last = error
+        if time.monotonic() > deadline:
+            pytest.fail(f"tensorboard did not serve {what} within {SERVER_TIMEOUT_S} s; last answer {last!r}\n"
+                        f"stderr:\n{server.stderr()}")
+        time.sleep(0.25)
+
+
+def test_tensorboard_server_serves_the_run(tensorboard_server, full_run):
+    server, process, deadline = tensorboard_server
+    run = full_run.run_dir.name
+    expected_runs = {f"{run}/{name}" for name in WRITERS}
+    runs = poll(server, process, deadline, lambda: server.get("/data/runs"),
+                lambda answer: expected_runs <= set(answer), "the run's writers in /data/runs")
+    assert set(runs) == expected_runs
+
+    model_tags = {"loss/train", "loss/test", "accuracy/test", "loss/train_epoch", "loss/val", "accuracy/val"}
+    tags = poll(server, process, deadline, lambda: server.get("/data/plugin/scalars/tags"),
+                lambda answer: all(model_tags <= set(answer.get(f"{run}/{model}", {})) for model in MODELS)
+                and "parity/bitwise_equal" in answer.get(f"{run}/parity", {}), "the scalar tags")
+    for name in WRITERS:
+        assert set(tags[f"{run}/{name}"]) == set(full_run.acc[name].Tags()["scalars"]), name
+
+    for model in MODELS:
+        for tag in ("loss/test", "accuracy/test", "loss/train"):
+            expected = series(full_run.acc[model], tag)
+            served = poll(server, process, deadline,
+                          lambda: server.get("/data/plugin/scalars/scalars", run=f"{run}/{model}", tag=tag),
+                          lambda answer: len(answer) >= len(expected), f"{tag} of {model}")
+            assert [(step, value) for _, step, value in served] == expected, (model, tag)
+
+    plugins = server.get("/data/plugins_listing")
+    for plugin in ("scalars", "histograms", "images", "text", "hparams"):
+        assert plugins[plugin]["enabled"], (plugin, plugins[plugin])
+
+    groups = poll(server, process, deadline, lambda: server.post("/data/plugin/hparams/session_groups", {
+        "experimentName": "", "startIndex": 0, "sliceSize": 100, "colParams": [],
+        "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]}),
+        lambda answer: len(answer.get("sessionGroups", [])) >= 2, "the hparams session groups")
+    by_name = {group["name"]: group for group in groups["sessionGroups"]}
+    assert set(by_name) == {f"{run}/{model}" for model in MODELS}
+    for model in MODELS:
+        metrics = {metric["name"]["tag"]: metric["value"] for metric in by_name[f"{run}/{model}"]["metricValues"]}
+        assert metrics["hparam/test_accuracy"] == as_float32(full_run.summary["final"][model]["test_accuracy"])
+        assert by_name[f"{run}/{model}"]["hparams"]["lr"] == pytest.approx(0.05)
+
+
+# --- resume ---------------------------------------------------------------------------------------------------------
+
+def test_resume_continues_in_the_same_run_directory(resumed_run):
+    assert [path.name for path in resumed_run.logdir.iterdir()] == [resumed_run.run_dir.name]
+    for name in WRITERS:
+        # One event file per invocation (three), plus the hparams writer's at the end for the model writers.
+        files = list((resumed_run.run_dir / name).glob("events.out.tfevents.*"))
+        assert len(files) == (4 if name in MODELS else 3), (name, files)
+    assert resumed_run.summary["steps"] == TOTAL_STEPS and not resumed_run.summary["stopped_early"]
+    assert resumed_run.summary["run_dir"] == str(resumed_run.run_dir)
+
+
+def test_resume_purges_the_steps_logged_after_the_checkpoint(resumed_run):
+    """Steps 4..6 were logged twice (by the first resume and again after rewinding to step 3): TensorBoard's purge
+    event drops the first copies, so every curve has each step once."""
+    for name in WRITERS:
+        acc = resumed_run.acc[name]
+        for tag in acc.Tags()["scalars"]:
+            logged = steps(acc, tag)
+            assert logged == sorted(set(logged)), (name, tag, logged)
+    for model in MODELS:
+        assert steps(resumed_run.acc[model], "loss/train") == list(range(LOG_INTERVAL, TOTAL_STEPS + 1, LOG_INTERVAL))
+    # Without the purge the duplicates are there: the test above is not vacuous.
+    unpurged = load(resumed_run.run_dir / "manual", purge_orphaned_data=False)
+    assert steps(unpurged, "loss/train").count(4) == 2
+
+
+def test_resumed_run_ends_like_the_uninterrupted_one(resumed_run, full_run):
+    for model in MODELS:
+        resumed, reference = resumed_run.acc[model], full_run.acc[model]
+        assert set(resumed.Tags()["scalars"]) == set(reference.Tags()["scalars"])
+        for tag in ("loss/test", "accuracy/test", "loss/val", "accuracy/val", "hparam/test_accuracy",
+                    "hparam/test_loss"):
+            assert series(resumed, tag) == series(reference, tag), (model, tag)
+        # Curve points whose whole averaging window lies after the resume point (step 3).
+        assert [point for point in series(resumed, "loss/train") if point[0] >= 6] == \
+            [point for point in series(reference, "loss/train") if point[0] >= 6], model
+        for tag in ("weights/W1", "grads/dW1"):
+            assert [(event.step, event.histogram_value) for event in resumed.Histograms(tag)] == \
+                [(event.step, event.histogram_value) for event in reference.Histograms(tag)], (model, tag)
+    for tag in full_run.acc["parity"].Tags()["scalars"]:
+        assert series(resumed_run.acc["parity"], tag) == series(full_run.acc["parity"], tag), tag
+    assert resumed_run.summary["final"] == full_run.summary["final"]
+    # The config text is written once, by the first invocation.
+    assert [step for step, _ in text_of(resumed_run.acc["manual"], "config")] == [0]
+
+
+def test_resumed_train_loss_curves_equal_the_uninterrupted_run(resumed_run, full_run):
+    """The loss/train window and the epoch's losses travel in the checkpoint."""
+    for model in MODELS:
+        for tag in ("loss/train", "loss/train_epoch"):
+            assert series(resumed_run.acc[model], tag) == series(full_run.acc[model], tag), (model, tag)
+
+
+def test_resume_from_a_checkpoint_on_the_last_batch_of_an_epoch(tmp_path, data_dir):
+    """A stop on an epoch's last batch counts and evaluates that epoch before the checkpoint."""
+    flags = [*common_flags(data_dir), "--dry-run"]  # one epoch of 3 batches
+    interrupted = printed_run_dir(run_script(*flags, "--logdir", tmp_path / "logs", "--max-steps", "3"))
+    run_script(*flags, "--resume", interrupted / "checkpoint.pt", "--json", tmp_path / "summary.json")
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert (summary["steps"], summary["epochs_completed"]) == (3, 1)
+    assert [entry["step"] for entry in summary["history"]] == [3]
+    assert steps(load(interrupted / "manual"), "loss/test") == [3]
