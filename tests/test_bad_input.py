@@ -137,3 +137,11 @@ def test_comparison_refuses_mismatched_shapes_and_dtypes():
 def test_bad_optimizer_settings(model, kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):
         SGD(model.params, **kwargs)
+
+
+def test_a_finite_batch_whose_sum_overflows_is_accepted(model):
+    """The NaN/Inf screen sums the batch first; a finite batch that overflows that sum is still accepted."""
+    X = torch.full((4, 6), 3e38)
+    assert not torch.isfinite(X.sum())
+    record = model.loss_and_gradients(X, torch.tensor([0, 1, 2, 1]))
+    assert record.layers[0]["Z"].shape == (4, 5)
