@@ -72,7 +72,11 @@ def mse_forward(predictions: Tensor, targets: Tensor, convention: str) -> tuple[
 
 
 def mse_backward(cache: tuple) -> Tensor:
-    """dL/dY_hat = (Y_hat - Y) / m (course) or 2 (Y_hat - Y) / (m k) (mean)."""
+    """dL/dY_hat = (Y_hat - Y) / m (course) or 2 (Y_hat - Y) / (m k) (mean).
+
+    Multiplied by a factor rounded once (as PyTorch's mse_loss_backward scales by 2/numel, and the twin's
+    division by 2m hands down 1/(2m)), not divided by m: ``diff / m`` rounds differently in the last bit.
+    """
     diff, convention = cache
     if convention == "course":
         return diff * (1.0 / diff.shape[0])
