@@ -189,3 +189,13 @@ def test_unknown_dataset_from_the_library():
 
     with pytest.raises(DatasetError, match="dataset: expected one of mnist, fashion-mnist, idx; got 'cifar'"):
         load_splits("cifar")
+
+
+def test_checkpoint_with_other_data_settings_is_refused(fake_data, tmp_path):
+    assert train(*common(fake_data, tmp_path / "runs"), "--dry-run").returncode == 0
+    checkpoint = only_run_dir(tmp_path / "runs") / "checkpoint.pt"
+    result = train(*common(fake_data, tmp_path / "runs"), "--dry-run", "--standardize", "--limit", "200",
+                   "--resume", str(checkpoint))
+    assert result.returncode == 1
+    assert "standardize: checkpoint has False, this run has True" in result.stderr
+    assert "train_size: checkpoint has 256, this run has 200" in result.stderr

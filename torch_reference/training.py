@@ -203,6 +203,11 @@ class SideBySideRun:
 
     # --- checkpoints ---------------------------------------------------------------------------------------
 
+    def data_identity(self) -> dict:
+        """What a resumed run's data must share with the checkpoint's (limit and val-size show in train_size)."""
+        return {"dataset": self.data.name, "train_size": self.data.train_x.shape[0],
+                "standardize": self.data.mean is not None}
+
     def checkpoint_path(self) -> Path:
         return self.run_dir / CHECKPOINT_NAME
 
@@ -212,7 +217,7 @@ class SideBySideRun:
         state = {
             "config": self.config.to_dict(),
             "settings": self.settings.identity(),
-            "data": {"train_size": self.data.train_x.shape[0], "dataset": self.data.name},
+            "data": self.data_identity(),
             "engine": cpu(self.engine.params),
             "engine_optimizer": {**engine_optimizer, "velocity": cpu(engine_optimizer["velocity"])},
             "epoch": self.epoch,
@@ -242,8 +247,7 @@ class SideBySideRun:
     def restore(self, path: Path) -> None:
         state = load_checkpoint(path)
         check_compatible(path, {**state["config"], **state["settings"], **state["data"]},
-                         {**self.config.to_dict(), **self.settings.identity(),
-                          "train_size": self.data.train_x.shape[0], "dataset": self.data.name})
+                         {**self.config.to_dict(), **self.settings.identity(), **self.data_identity()})
         device = self.config.torch_device
         for name, tensor in state["engine"].items():
             self.engine.params[name].copy_(tensor.to(device))
