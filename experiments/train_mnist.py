@@ -43,7 +43,7 @@ def parse_hidden(text: str) -> tuple[int, ...]:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Manual backprop vs autograd on MNIST, side by side.",
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--epochs", type=int, default=5, help="number of epochs to train")
+    p.add_argument("--epochs", type=int, default=10, help="number of epochs to train")
     p.add_argument("--batch-size", type=int, default=64, help="images per SGD step")
     p.add_argument("--lr", type=float, default=0.05, help="learning rate")
     p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum beta (0 for plain SGD)")

@@ -64,7 +64,7 @@ class TrainingError(Exception):
 class TrainSettings:
     """Everything about a run except the network itself (that is the MLPConfig)."""
 
-    epochs: int = 5
+    epochs: int = 10
     batch_size: int = 64
     lr: float = 0.05
     momentum: float = 0.9
