@@ -334,7 +334,7 @@ class SideBySideRun:
                     self.interval_losses = {"manual": [], "autograd": []}
                 bar.update(1)
                 rate = images_this_epoch / max(time.perf_counter() - epoch_started, 1e-9)
-                bar.set_postfix(loss=f"{engine_loss:.4f}", img_per_s=f"{rate:.0f}")
+                bar.set_postfix(loss=f"{engine_loss:.4f}", img_per_s=f"{rate:.0f}", refresh=False)  # redrawn by update
 
                 # The end of an epoch comes before any stop, so a checkpoint never holds a finished epoch
                 # that was not counted and evaluated.
