@@ -61,7 +61,6 @@ class ForwardCache:
     A: list[Tensor]
     linear_caches: list
     activation_caches: list
-    data_loss: Tensor
     loss: Tensor
     loss_cache: object
     l2_cache: object | None
@@ -218,7 +217,7 @@ class MLP:
             weights = [self.params[f"W{layer}"] for layer in range(1, config.num_layers + 1)]
             penalty, l2_cache = losses.l2_forward(weights, config.l2)
             loss = data_loss + penalty
-        return ForwardCache(Zs, As, linear_caches, activation_caches, data_loss, loss, loss_cache, l2_cache)
+        return ForwardCache(Zs, As, linear_caches, activation_caches, loss, loss_cache, l2_cache)
 
     def backward_pass(self, cache: ForwardCache) -> Record:
         """Backpropagate from the loss to every layer; return the named record of values and gradients."""

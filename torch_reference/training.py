@@ -283,8 +283,9 @@ class SideBySideRun:
                 raise TrainingError(
                     f"the {model} model's loss became {loss} at epoch {self.epoch + 1}, step {self.global_step + 1}; "
                     f"stopping without updating the weights. {kept}. Try a smaller --lr.")
+        grads = record.gradients()
         with torch.inference_mode():
-            self.engine_optimizer.step(record.gradients())
+            self.engine_optimizer.step(grads)
         if self.twin is not None:
             self.twin_optimizer.step()
         self.global_step += 1
@@ -294,7 +295,7 @@ class SideBySideRun:
             weights = weight_rows(self.engine, self.twin, self.policy)
             bitwise = self.tally.add(rows, weights)
             logger.parity(self.global_step, rows, {f"{row.name}{row.layer}": row.max_abs for row in weights}, bitwise)
-        self.last_grads = record.gradients()
+        self.last_grads = grads
         return engine_loss, twin_loss
 
     def run(self, logger: RunLogger) -> dict:
