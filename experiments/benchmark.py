@@ -45,8 +45,7 @@ def time_steps(step, steps: int, device: torch.device, repeats: int = 5) -> floa
 
 def benchmark(config: MLPConfig, batch_size: int, steps: int, seed: int = 0) -> tuple[float, float]:
     generator = torch.Generator().manual_seed(seed)
-    engine = MLP(config, {name: tensor.to(config.torch_device) for name, tensor in
-                          MLP(MLPConfig.from_dict({**config.to_dict(), "device": "cpu"}), generator=generator).params.items()})
+    engine = MLP(config, generator=generator)
     twin = TwinMLP.from_engine(config, engine.params)
     X, y = synthetic_batch(config, batch_size, generator)
     engine_optimizer = SGD(engine.params, lr=1e-3, momentum=0.9)

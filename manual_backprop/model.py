@@ -30,9 +30,10 @@ def init_parameters(config: MLPConfig, generator: torch.Generator | None = None)
     "torch_linear" reproduces ``nn.Linear``'s default exactly: the same bounds computed with the same float
     operations and drawn in the same order (W then b, layer by layer), so a CPU generator seeded with s gives
     the tensors that ``torch.manual_seed(s)`` followed by building the nn.Linear layers gives.
-    The generator must live on the config's device (torch draws on the tensor's device).
+    The numbers are drawn on the CPU and then moved to the config's device, so a seed gives the same
+    initial weights on every device.
     """
-    dtype, device = config.torch_dtype, config.torch_device
+    dtype, device = config.torch_dtype, torch.device("cpu")
     params = {}
     for layer in range(1, config.num_layers + 1):
         fan_in, fan_out = config.sizes[layer - 1], config.sizes[layer]
@@ -48,8 +49,8 @@ def init_parameters(config: MLPConfig, generator: torch.Generator | None = None)
         else:  # "course_normal": the course's TwoLayerNet
             W.normal_(generator=generator)
             b.zero_()
-        params[f"W{layer}"] = W
-        params[f"b{layer}"] = b
+        params[f"W{layer}"] = W.to(config.torch_device)
+        params[f"b{layer}"] = b.to(config.torch_device)
     return params
 
 

@@ -31,9 +31,7 @@ def run_parity(config: MLPConfig, batch_size: int = 64, seed: int = 0, numeric: 
     if batch_size < 1:
         raise ValueError(f"batch_size: expected at least 1; got {batch_size}")
     generator = torch.Generator().manual_seed(seed)
-    cpu_config = MLPConfig.from_dict({**config.to_dict(), "device": "cpu"})
-    params = {name: tensor.to(config.torch_device) for name, tensor in MLP(cpu_config, generator=generator).params.items()}
-    engine = MLP(config, params)
+    engine = MLP(config, generator=generator)
     twin = TwinMLP.from_engine(config, engine.params)
     X, labels = synthetic_batch(config, batch_size, generator)
     with torch.inference_mode():

@@ -176,8 +176,7 @@ class SideBySideRun:
 
         self.shuffle = torch.Generator().manual_seed(settings.seed)
         init_generator = torch.Generator().manual_seed(settings.seed)
-        cpu_params = init_parameters(MLPConfig.from_dict({**config.to_dict(), "device": "cpu"}), init_generator)
-        self.engine = MLP(config, {name: tensor.to(config.torch_device) for name, tensor in cpu_params.items()})
+        self.engine = MLP(config, init_parameters(config, init_generator))
         self.engine_optimizer = SGD(self.engine.params, lr=settings.lr, momentum=settings.momentum)
         self.twin = self.twin_optimizer = None
         if settings.twin:
