@@ -2,13 +2,16 @@
 
 The script runs as a subprocess on a small fake IDX dataset (tests/fake_idx.py): one full two-epoch run shared by
 most tests, a few cheap ``--dry-run`` runs for the run-directory naming, an interrupted-and-resumed run compared
-with the full one, and a real ``tensorboard`` server on loopback. Event files are read with TensorBoard's own
+with the full one, and a real ``tensorboard`` server on loopback that must serve the Custom Scalars page, the parity
+summary and the HParams sessions the way the browser asks for them. Event files are read with TensorBoard's own
 ``EventAccumulator`` (which applies the purge events that ``SummaryWriter(purge_step=...)`` writes on resume).
+The pieces (run names, the layout, the labelled digit grid) have unit tests in test_tensorboard_layout.py.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
 import os
@@ -30,6 +33,10 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator as ea
 from tensorboard.plugins.hparams import api_pb2 as hparams_api
 from tensorboard.plugins.hparams import metadata as hparams_metadata
+from tensorboard.plugins.custom_scalar import metadata as custom_scalars_metadata
+from tensorboard.plugins.custom_scalar import layout_pb2
+
+from torch_reference.tensorboard_layout import PARITY_SUMMARY_TAGS, custom_scalars_layout
 
 from fake_idx import write_fake_idx
 
@@ -42,9 +49,11 @@ N_LAYERS = len(HIDDEN) + 1
 STEPS_PER_EPOCH = math.ceil((N_TRAIN - VAL_SIZE) / BATCH)
 TOTAL_STEPS = EPOCHS * STEPS_PER_EPOCH
 EPOCH_END_STEPS = [STEPS_PER_EPOCH * (epoch + 1) for epoch in range(EPOCHS)]
-SLUG = "-".join(map(str, (784, *HIDDEN, 10))) + "_relu_cross_entropy"
-RUN_NAME = re.compile(r"^(\d{8}-\d{6})_" + re.escape(SLUG) + r"(-\d+)?$")
+# <what differs>_<yymmdd-HHMMSS>[-n]: the name comes from the script (tensorboard_layout.run_name), the time after it.
+RUN_NAME = re.compile(r"^([A-Za-z0-9_.+-]+)_(\d{6}-\d{6})(-\d+)?$")
+STAMP_FORMAT = "%y%m%d-%H%M%S"
 MODELS = ("manual", "autograd")
+PARITY_CHECKED = [1, *range(PARITY_EVERY, TOTAL_STEPS + 1, PARITY_EVERY)]  # step 1, then every --parity-every
 WRITERS = (*MODELS, "parity")
 SIZE_GUIDANCE = {ea.SCALARS: 0, ea.HISTOGRAMS: 0, ea.IMAGES: 0, ea.TENSORS: 0, ea.COMPRESSED_HISTOGRAMS: 0}
 SCRIPT_TIMEOUT_S = 300
@@ -169,10 +178,16 @@ def test_one_run_directory_with_a_writer_per_model_and_one_for_parity(full_run):
     assert full_run.summary["steps"] == TOTAL_STEPS and full_run.summary["epochs_completed"] == EPOCHS
 
 
-def test_model_writers_have_the_same_scalar_tags(full_run):
+def test_model_writers_have_the_same_model_tags_and_the_engine_has_the_parity_summary(full_run):
     manual, autograd = (set(full_run.acc[model].Tags()["scalars"]) for model in MODELS)
-    assert manual == autograd
-    assert {"loss/train", "loss/test", "accuracy/test", "loss/train_epoch"} <= manual
+    assert manual == autograd | set(PARITY_SUMMARY_TAGS)
+    assert {"loss/train", "loss/test", "accuracy/test", "loss/train_epoch"} <= autograd
+    assert not autograd & set(PARITY_SUMMARY_TAGS)
+
+
+def test_no_single_point_hparam_scalars(full_run):
+    for name in WRITERS:
+        assert not [tag for tag in full_run.acc[name].Tags()["scalars"] if tag.startswith("hparam/")], name
 
 
 def test_scalars_are_finite_and_accuracies_are_fractions(full_run):
@@ -213,8 +228,20 @@ def test_validation_scalars_with_val_size(full_run):
 def test_both_models_scalars_are_exactly_equal_on_cpu(full_run):
     """The CPU run is bitwise identical, so every curve of the two models must coincide exactly."""
     manual, autograd = (full_run.acc[model] for model in MODELS)
-    for tag in manual.Tags()["scalars"]:
+    for tag in autograd.Tags()["scalars"]:
         assert series(manual, tag) == series(autograd, tag), tag
+
+
+def test_difference_curves_say_that_the_model_curves_coincide(full_run):
+    """manual - autograd for every loss and accuracy tag, at the same steps as the curves: all zero on the CPU."""
+    manual, parity = full_run.acc["manual"], full_run.acc["parity"]
+    compared = [tag for tag in full_run.acc["autograd"].Tags()["scalars"] if tag.startswith(("loss/", "accuracy/"))]
+    assert {"loss/train", "loss/test", "accuracy/test", "loss/val", "accuracy/val"} <= set(compared)
+    differences = {tag for tag in parity.Tags()["scalars"] if tag.startswith("difference/")}
+    assert differences == {f"difference/{tag}" for tag in compared}
+    for tag in compared:
+        assert steps(parity, f"difference/{tag}") == steps(manual, tag), tag
+        assert {value for _, value in series(parity, f"difference/{tag}")} == {0.0}, tag
 
 
 def test_epoch_scalars_agree_with_the_summary(full_run):
@@ -223,33 +250,50 @@ def test_epoch_scalars_agree_with_the_summary(full_run):
         for tag in ("loss/train_epoch", "loss/test", "accuracy/test", "loss/val", "accuracy/val"):
             assert series(acc, tag) == [(entry["step"], as_float32(entry[model][tag])) for entry in history], tag
         final = full_run.summary["final"][model]
-        assert series(acc, "hparam/test_accuracy") == [(0, as_float32(final["test_accuracy"]))]
-        assert series(acc, "hparam/test_loss") == [(0, as_float32(final["test_loss"]))]
+        assert series(acc, "accuracy/test")[-1][1] == as_float32(final["test_accuracy"])  # HParams shows this one
+        assert series(acc, "loss/test")[-1][1] == as_float32(final["test_loss"])
 
 
-def test_parity_writer_has_a_curve_per_compared_gradient_and_all_are_exact_on_cpu(full_run):
+def test_parity_summary_is_one_point_per_check_and_exact_on_cpu(full_run):
+    manual = full_run.acc["manual"]
+    for tag in PARITY_SUMMARY_TAGS:
+        assert steps(manual, tag) == PARITY_CHECKED, tag
+    assert {value for _, value in series(manual, "parity/worst_ulp")} == {0.0}
+    assert {value for _, value in series(manual, "parity/worst_rel_error")} == {0.0}
+    assert {value for _, value in series(manual, "parity/bitwise_equal_fraction")} == {1.0}
+    assert full_run.summary["parity"]["checks"] == len(PARITY_CHECKED)
+    assert full_run.summary["parity"]["bitwise_equal_checks"] == len(PARITY_CHECKED)
+
+
+def test_per_tensor_parity_curves_are_under_the_detail_prefix(full_run):
     acc = full_run.acc["parity"]
-    tags = set(acc.Tags()["scalars"])
-    rel = {tag.removeprefix("parity/grad_max_rel/") for tag in tags if tag.startswith("parity/grad_max_rel/")}
-    ulp = {tag.removeprefix("parity/grad_max_ulp/") for tag in tags if tag.startswith("parity/grad_max_ulp/")}
+    tags = {tag for tag in acc.Tags()["scalars"] if not tag.startswith("difference/")}
+    assert all(tag.startswith("parity_detail/") for tag in tags), sorted(tags)
+    rel = {tag.removeprefix("parity_detail/grad_max_rel/") for tag in tags if "/grad_max_rel/" in tag}
+    ulp = {tag.removeprefix("parity_detail/grad_max_ulp/") for tag in tags if "/grad_max_ulp/" in tag}
     assert rel == ulp
     expected = {f"layer{layer}_{name}" for layer in range(1, N_LAYERS + 1) for name in ("dW", "db", "dZ")}
     assert expected <= rel, sorted(rel)
     assert all(re.fullmatch(r"layer\d+_d\w+", key) for key in rel), sorted(rel)
-    assert {"parity/weights_max_abs_diff", "parity/bitwise_equal"} <= tags
-    assert tags == {*(f"parity/grad_max_rel/{key}" for key in rel), *(f"parity/grad_max_ulp/{key}" for key in ulp),
-                    "parity/weights_max_abs_diff", "parity/bitwise_equal"}
-    # Checked at step 1, then every --parity-every steps.
-    checked = [1, *range(PARITY_EVERY, TOTAL_STEPS + 1, PARITY_EVERY)]
+    assert tags == {*(f"parity_detail/grad_max_rel/{key}" for key in rel),
+                    *(f"parity_detail/grad_max_ulp/{key}" for key in ulp), "parity_detail/weights_max_abs_diff"}
     for tag in tags:
-        assert steps(acc, tag) == checked, tag
-    for key in ulp:
-        assert {value for _, value in series(acc, f"parity/grad_max_ulp/{key}")} == {0.0}, key
-        assert {value for _, value in series(acc, f"parity/grad_max_rel/{key}")} == {0.0}, key
-    assert {value for _, value in series(acc, "parity/weights_max_abs_diff")} == {0.0}
-    assert {value for _, value in series(acc, "parity/bitwise_equal")} == {1.0}
-    assert full_run.summary["parity"]["checks"] == len(checked)
-    assert full_run.summary["parity"]["bitwise_equal_checks"] == len(checked)
+        assert steps(acc, tag) == PARITY_CHECKED, tag
+        assert {value for _, value in series(acc, tag)} == {0.0}, tag
+
+
+def test_custom_scalars_layout_is_written_once_per_run_in_the_manual_writer(full_run):
+    for name in WRITERS:
+        tensors = full_run.acc[name].Tags()["tensors"]
+        assert (custom_scalars_metadata.CONFIG_SUMMARY_TAG in tensors) == (name == "manual"), name
+    events = full_run.acc["manual"].Tensors(custom_scalars_metadata.CONFIG_SUMMARY_TAG)
+    layout = layout_pb2.Layout.FromString(events[-1].tensor_proto.string_val[0])
+    expected = custom_scalars_layout(twin=True, validation=True)  # the run holds out a validation split
+    assert [category.title for category in layout.category] == list(expected)
+    assert layout.category[0].title.startswith("parity")
+    for category, (title, charts) in zip(layout.category, expected.items()):
+        assert [(chart.title, list(chart.multiline.tag)) for chart in category.chart] == \
+            [(chart_title, regexes) for chart_title, (_, regexes) in charts.items()], title
 
 
 def test_weight_and_gradient_histograms_in_both_model_writers(full_run):
@@ -269,10 +313,10 @@ def test_weight_and_gradient_histograms_in_both_model_writers(full_run):
         assert manual == autograd, tag
 
 
-def test_first_layer_and_misclassified_digit_images_in_the_manual_writer(full_run):
+def test_first_layer_images_in_the_manual_writer(full_run):
     acc = full_run.acc["manual"]
     assert {"images/first_layer_weights", "images/misclassified_test_digits"} <= set(acc.Tags()["images"])
-    assert full_run.acc["autograd"].Tags()["images"] == []
+    assert full_run.acc["autograd"].Tags()["images"] == ["images/misclassified_test_digits"]
     tile = 28 + 2  # make_grid's padding is 2
     first = acc.Images("images/first_layer_weights")
     assert [event.step for event in first] == EPOCH_END_STEPS
@@ -280,49 +324,66 @@ def test_first_layer_and_misclassified_digit_images_in_the_manual_writer(full_ru
     assert all((event.width, event.height) == (8 * tile + 2, rows * tile + 2) for event in first)
     assert all(event.encoded_image_string.startswith(b"\x89PNG") for event in first)
 
+
+def test_misclassified_digits_are_labelled_and_the_twin_has_the_same_grid(full_run):
+    """The grid is what ``labelled_digit_grid`` draws for the test digits each model got wrong; the twin's is the
+    same image (its predictions are bitwise the engine's)."""
+    import torch
+    from PIL import Image
+
+    from torch_reference.digit_tiles import labelled_digit_grid
+
     # The fake data is not learned perfectly in two epochs by this small network: some test digits stay wrong.
-    accuracy = dict(series(acc, "accuracy/test"))
+    accuracy = dict(series(full_run.acc["manual"], "accuracy/test"))
     wrong_counts = {step: round((1 - value) * N_TEST) for step, value in accuracy.items()}
     assert all(count > 0 for count in wrong_counts.values()), wrong_counts
-    images = acc.Images("images/misclassified_test_digits")
-    assert [event.step for event in images] == [step for step, count in wrong_counts.items() if count]
-    for event in images:
-        count = wrong_counts[event.step]
-        assert event.width == min(count, 8) * tile + 2
-        assert event.height == math.ceil(min(count, 64) / 8) * tile + 2
-    labels = text_of(acc, "images/misclassified_test_digits")
-    assert [step for step, _ in labels] == [event.step for event in images]
-    for step, text in labels:
-        pairs = re.findall(r"(\d)->(\d)", text)
-        assert len(pairs) == min(wrong_counts[step], 64), text
-        assert all(true != predicted for true, predicted in pairs), text
+    images = {model: full_run.acc[model].Images("images/misclassified_test_digits") for model in MODELS}
+    assert [event.step for event in images["manual"]] == list(wrong_counts)
+    assert [(event.step, event.encoded_image_string) for event in images["manual"]] == \
+        [(event.step, event.encoded_image_string) for event in images["autograd"]]
+
+    # Same size as a grid of that many tiles drawn directly (the captions make tiles taller than wide).
+    for event in images["manual"]:
+        count = min(wrong_counts[event.step], 64)
+        labels = torch.arange(count) % 10
+        expected = labelled_digit_grid(torch.rand(count, 784), labels, (labels + 1) % 10)
+        assert (event.height, event.width) == expected.shape[:2], (event.step, count)
+        decoded = np.asarray(Image.open(io.BytesIO(event.encoded_image_string)).convert("RGB"))
+        # Coloured captions: green (true) and red (predicted) text pixels are there.
+        green = (decoded[..., 1] > 100) & (decoded[..., 0] < 60) & (decoded[..., 2] < 60)
+        red = (decoded[..., 0] > 150) & (decoded[..., 1] < 60) & (decoded[..., 2] < 60)
+        assert green.sum() > 10 * count and red.sum() > 10 * count, (green.sum(), red.sum(), count)
+    assert not [tag for tag in full_run.acc["manual"].Tags()["tensors"] if tag.startswith("images/")]
 
 
-def test_config_text_in_both_model_writers(full_run):
-    for model in MODELS:
-        assert "config/text_summary" in full_run.acc[model].Tags()["tensors"], model
-        [(step, text)] = text_of(full_run.acc[model], "config")
-        assert step == 0
-        match = re.fullmatch(r"```json\n(.*)\n```", text, re.DOTALL)
-        assert match, text
-        config = json.loads(match.group(1))
-        assert config["dataset"] == "idx" and config["epochs"] == EPOCHS and config["batch_size"] == BATCH
-        assert config["val_size"] == VAL_SIZE and config["sizes"] == [784, *HIDDEN, 10]
-        assert config["command"].startswith("python -m experiments.train_mnist ")
+def test_config_text_once_per_run(full_run):
+    for name in WRITERS:
+        assert ("config/text_summary" in full_run.acc[name].Tags()["tensors"]) == (name == "manual"), name
+    [(step, text)] = text_of(full_run.acc["manual"], "config")
+    assert step == 0
+    match = re.fullmatch(r"```json\n(.*)\n```", text, re.DOTALL)
+    assert match, text
+    config = json.loads(match.group(1))
+    assert config["dataset"] == "idx" and config["epochs"] == EPOCHS and config["batch_size"] == BATCH
+    assert config["val_size"] == VAL_SIZE and config["sizes"] == [784, *HIDDEN, 10]
+    assert config["command"].startswith("python -m experiments.train_mnist ")
 
 
-def test_hparams_entry_in_both_model_writers(full_run):
+def test_hparams_session_per_model_writer_with_a_model_column(full_run):
     for model in MODELS:
         content = full_run.acc[model].PluginTagToContent(hparams_metadata.PLUGIN_NAME)
-        assert set(content) == {hparams_metadata.EXPERIMENT_TAG, hparams_metadata.SESSION_START_INFO_TAG,
-                                hparams_metadata.SESSION_END_INFO_TAG}, model
-        experiment = hparams_metadata.parse_experiment_plugin_data(content[hparams_metadata.EXPERIMENT_TAG])
-        assert {info.name.tag for info in experiment.metric_infos} == {"hparam/test_accuracy", "hparam/test_loss"}
+        # No experiment summary: TensorBoard builds the columns from every run's sessions, and the metrics from
+        # the session's scalar series.
+        assert set(content) == {hparams_metadata.SESSION_START_INFO_TAG, hparams_metadata.SESSION_END_INFO_TAG}, model
         start = hparams_metadata.parse_session_start_info_plugin_data(content[hparams_metadata.SESSION_START_INFO_TAG])
+        assert start.hparams["model"].string_value == model
         assert start.hparams["lr"].number_value == pytest.approx(0.05)
-        assert start.hparams["batch_size"].number_value == BATCH
-        assert start.hparams["epochs"].number_value == EPOCHS
+        # Integers as text, so the HParams table shows "32", not "32.000".
+        assert start.hparams["batch_size"].WhichOneof("kind") == "string_value"
+        assert start.hparams["batch_size"].string_value == str(BATCH)
+        assert start.hparams["epochs"].string_value == str(EPOCHS)
         assert start.hparams["activation"].string_value == "relu"
+        assert start.hparams["sizes"].string_value == "-".join(map(str, (784, *HIDDEN, 10)))
         end = hparams_metadata.parse_session_end_info_plugin_data(content[hparams_metadata.SESSION_END_INFO_TAG])
         assert end.status == hparams_api.STATUS_SUCCESS
 
@@ -343,7 +404,7 @@ def test_each_invocation_gets_a_new_run_directory_and_nothing_is_overwritten(tmp
     for run_dir in (first, second):
         match = RUN_NAME.match(run_dir.name)
         assert match, run_dir.name
-        stamp = datetime.strptime(match.group(1), "%Y%m%d-%H%M%S")
+        stamp = datetime.strptime(match.group(2), STAMP_FORMAT)
         assert started - timedelta(seconds=1) <= stamp <= finished, (run_dir.name, started, finished)
         for name in WRITERS:
             assert list((run_dir / name).glob("events.out.tfevents.*")), (run_dir, name)
@@ -355,8 +416,9 @@ def test_new_run_dir_adds_a_suffix_instead_of_reusing_a_directory(tmp_path):
     from torch_reference.run_logging import new_run_dir
 
     now = datetime(2024, 1, 2, 3, 4, 5)
-    made = [new_run_dir(tmp_path, "slug", now=now) for _ in range(3)]
-    assert [path.name for path in made] == ["20240102-030405_slug", "20240102-030405_slug-2", "20240102-030405_slug-3"]
+    made = [new_run_dir(tmp_path, "relu_ce", now=now) for _ in range(3)]
+    assert [path.name for path in made] == ["relu_ce_240102-030405", "relu_ce_240102-030405-2",
+                                            "relu_ce_240102-030405-3"]
     assert all(path.is_dir() for path in made)
 
 
@@ -385,13 +447,18 @@ class Server:
 @pytest.fixture(scope="module")
 def tensorboard_server(tmp_path_factory, full_run):
     """``tensorboard --logdir`` on the full run's logdir, on 127.0.0.1 and a port the OS picks (``--port 0``; the
-    chosen port is read from the URL that TensorBoard prints)."""
+    chosen port is read from the URL that TensorBoard prints). A server that cannot start here (no loopback
+    networking in a sandbox, say) skips the server tests with its output as the reason; once it has started,
+    every failure is a failure."""
     base = tmp_path_factory.mktemp("tensorboard")
     stdout_path, stderr_path = base / "stdout.txt", base / "stderr.txt"
     with open(stdout_path, "wb") as stdout, open(stderr_path, "wb") as stderr:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tensorboard.main", "--logdir", str(full_run.logdir), "--host", "127.0.0.1",
-             "--port", "0"], stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "tensorboard.main", "--logdir", str(full_run.logdir), "--host", "127.0.0.1",
+                 "--port", "0"], stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, start_new_session=True)
+        except OSError as error:
+            pytest.skip(f"cannot start tensorboard: {error}")
     try:
         deadline = time.monotonic() + SERVER_TIMEOUT_S
         url = None
@@ -401,9 +468,9 @@ def tensorboard_server(tmp_path_factory, full_run):
             if match:
                 url = match.group(1)
             elif process.poll() is not None:
-                pytest.fail(f"tensorboard exited with status {process.returncode} before serving:\n{text[-4000:]}")
+                pytest.skip(f"tensorboard could not start (exit status {process.returncode}):\n{text[-2000:]}")
             elif time.monotonic() > deadline:
-                pytest.fail(f"tensorboard printed no URL within {SERVER_TIMEOUT_S} s:\n{text[-4000:]}")
+                pytest.skip(f"tensorboard printed no URL within {SERVER_TIMEOUT_S} s:\n{text[-2000:]}")
             else:
                 time.sleep(0.2)
         yield Server(url, stderr_path), process, deadline
@@ -446,7 +513,7 @@ def test_tensorboard_server_serves_the_run(tensorboard_server, full_run):
     model_tags = {"loss/train", "loss/test", "accuracy/test", "loss/train_epoch", "loss/val", "accuracy/val"}
     tags = poll(server, process, deadline, lambda: server.get("/data/plugin/scalars/tags"),
                 lambda answer: all(model_tags <= set(answer.get(f"{run}/{model}", {})) for model in MODELS)
-                and "parity/bitwise_equal" in answer.get(f"{run}/parity", {}), "the scalar tags")
+                and "parity_detail/weights_max_abs_diff" in answer.get(f"{run}/parity", {}), "the scalar tags")
     for name in WRITERS:
         assert set(tags[f"{run}/{name}"]) == set(full_run.acc[name].Tags()["scalars"]), name
 
@@ -459,9 +526,52 @@ def test_tensorboard_server_serves_the_run(tensorboard_server, full_run):
             assert [(step, value) for _, step, value in served] == expected, (model, tag)
 
     plugins = server.get("/data/plugins_listing")
-    for plugin in ("scalars", "histograms", "images", "text", "hparams"):
+    for plugin in ("scalars", "custom_scalars", "histograms", "images", "text", "hparams"):
         assert plugins[plugin]["enabled"], (plugin, plugins[plugin])
 
+
+def test_tensorboard_server_serves_the_custom_scalars_page_with_parity_on_top(tensorboard_server, full_run):
+    """What the Custom Scalars tab asks for: the layout, then per chart and run the series its regexes match."""
+    server, process, deadline = tensorboard_server
+    run = full_run.run_dir.name
+    layout = poll(server, process, deadline, lambda: server.get("/data/plugin/custom_scalars/layout"),
+                  lambda answer: bool(answer.get("category")), "the custom scalars layout")
+    expected = custom_scalars_layout(twin=True, validation=True)
+    assert [category["title"] for category in layout["category"]] == list(expected)
+    charts = {chart["title"]: chart["multiline"]["tag"] for category in layout["category"]
+              for chart in category["chart"]}
+    assert list(charts)[:3] == list(next(iter(expected.values())))  # the parity charts come first
+
+    def chart_series(title: str, run_name: str) -> dict:
+        found = {}
+        for regex in charts[title]:
+            answer = server.get("/data/plugin/custom_scalars/scalars", run=run_name, tag=regex)
+            assert answer["regex_valid"], regex
+            found.update({tag: [(step, value) for _, step, value in events]
+                          for tag, events in answer["tag_to_events"].items()})
+        return found
+
+    # The parity summary: one point per check, 0 ulp, 0 relative error, all tensors bitwise equal.
+    parity = {"worst ulp distance over all compared tensors": ("parity/worst_ulp", 0.0),
+              "worst relative error over all compared tensors": ("parity/worst_rel_error", 0.0),
+              "fraction of compared tensors bitwise equal": ("parity/bitwise_equal_fraction", 1.0)}
+    for title, (tag, value) in parity.items():
+        served = poll(server, process, deadline, lambda: chart_series(title, f"{run}/manual"),
+                      lambda answer: len(answer.get(tag, [])) >= len(PARITY_CHECKED), title)
+        assert served == {tag: [(step, value) for step in PARITY_CHECKED]}, title
+        assert chart_series(title, f"{run}/autograd") == {}, title
+
+    # A metric chart draws both models; the chart after it, their difference (from the parity writer).
+    served = {model: chart_series("loss/test", f"{run}/{model}") for model in MODELS}
+    assert served["manual"] == served["autograd"] == {"loss/test": series(full_run.acc["manual"], "loss/test")}
+    difference = chart_series(next(title for title in charts if title.startswith("loss/test: manual - autograd")),
+                              f"{run}/parity")
+    assert difference == {"difference/loss/test": [(step, 0.0) for step in EPOCH_END_STEPS]}
+
+
+def test_tensorboard_server_serves_hparams_with_a_model_column_and_parity_metrics(tensorboard_server, full_run):
+    server, process, deadline = tensorboard_server
+    run = full_run.run_dir.name
     groups = poll(server, process, deadline, lambda: server.post("/data/plugin/hparams/session_groups", {
         "experimentName": "", "startIndex": 0, "sliceSize": 100, "colParams": [],
         "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]}),
@@ -469,9 +579,24 @@ def test_tensorboard_server_serves_the_run(tensorboard_server, full_run):
     by_name = {group["name"]: group for group in groups["sessionGroups"]}
     assert set(by_name) == {f"{run}/{model}" for model in MODELS}
     for model in MODELS:
-        metrics = {metric["name"]["tag"]: metric["value"] for metric in by_name[f"{run}/{model}"]["metricValues"]}
-        assert metrics["hparam/test_accuracy"] == as_float32(full_run.summary["final"][model]["test_accuracy"])
-        assert by_name[f"{run}/{model}"]["hparams"]["lr"] == pytest.approx(0.05)
+        group = by_name[f"{run}/{model}"]
+        assert group["hparams"]["model"] == model
+        assert group["hparams"]["batch_size"] == str(BATCH)
+        assert group["hparams"]["lr"] == pytest.approx(0.05)
+        metrics = {metric["name"]["tag"]: metric["value"] for metric in group["metricValues"]}
+        assert metrics["accuracy/test"] == as_float32(full_run.summary["final"][model]["test_accuracy"])
+        assert metrics["loss/test"] == as_float32(full_run.summary["final"][model]["test_loss"])
+        if model == "manual":  # parity is the engine measured against its reference
+            assert (metrics["parity/worst_ulp"], metrics["parity/bitwise_equal_fraction"]) == (0.0, 1.0)
+        else:
+            assert not set(PARITY_SUMMARY_TAGS) & set(metrics)
+        assert not [tag for tag in metrics if tag.startswith("hparam/")]
+
+    experiment = server.post("/data/plugin/hparams/experiment", {"experimentName": ""})
+    columns = {info["name"] for info in experiment["hparamInfos"]}
+    assert {"model", "activation", "loss", "lr", "batch_size", "epochs", "sizes"} <= columns
+    metric_columns = {info["name"]["tag"] for info in experiment["metricInfos"]}
+    assert {"accuracy/test", "loss/test", *PARITY_SUMMARY_TAGS} <= metric_columns
 
 
 # --- resume ---------------------------------------------------------------------------------------------------------
@@ -479,9 +604,9 @@ def test_tensorboard_server_serves_the_run(tensorboard_server, full_run):
 def test_resume_continues_in_the_same_run_directory(resumed_run):
     assert [path.name for path in resumed_run.logdir.iterdir()] == [resumed_run.run_dir.name]
     for name in WRITERS:
-        # One event file per invocation (three), plus the hparams writer's at the end for the model writers.
+        # One event file per invocation, the hparams sessions included (no extra writer for them).
         files = list((resumed_run.run_dir / name).glob("events.out.tfevents.*"))
-        assert len(files) == (4 if name in MODELS else 3), (name, files)
+        assert len(files) == 3, (name, files)
     assert resumed_run.summary["steps"] == TOTAL_STEPS and not resumed_run.summary["stopped_early"]
     assert resumed_run.summary["run_dir"] == str(resumed_run.run_dir)
 
@@ -505,8 +630,7 @@ def test_resumed_run_ends_like_the_uninterrupted_one(resumed_run, full_run):
     for model in MODELS:
         resumed, reference = resumed_run.acc[model], full_run.acc[model]
         assert set(resumed.Tags()["scalars"]) == set(reference.Tags()["scalars"])
-        for tag in ("loss/test", "accuracy/test", "loss/val", "accuracy/val", "hparam/test_accuracy",
-                    "hparam/test_loss"):
+        for tag in ("loss/test", "accuracy/test", "loss/val", "accuracy/val"):
             assert series(resumed, tag) == series(reference, tag), (model, tag)
         # Curve points whose whole averaging window lies after the resume point (step 3).
         assert [point for point in series(resumed, "loss/train") if point[0] >= 6] == \
@@ -516,6 +640,8 @@ def test_resumed_run_ends_like_the_uninterrupted_one(resumed_run, full_run):
                 [(event.step, event.histogram_value) for event in reference.Histograms(tag)], (model, tag)
     for tag in full_run.acc["parity"].Tags()["scalars"]:
         assert series(resumed_run.acc["parity"], tag) == series(full_run.acc["parity"], tag), tag
+    for tag in PARITY_SUMMARY_TAGS:
+        assert series(resumed_run.acc["manual"], tag) == series(full_run.acc["manual"], tag), tag
     assert resumed_run.summary["final"] == full_run.summary["final"]
     # The config text is written once, by the first invocation.
     assert [step for step, _ in text_of(resumed_run.acc["manual"], "config")] == [0]

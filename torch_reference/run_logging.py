@@ -1,37 +1,58 @@
 """TensorBoard logging of a side-by-side run.
 
-One run directory per invocation, holding three writers: ``manual/`` and ``autograd/`` with identical tags
+One run directory per invocation, holding three writers: ``manual/`` and ``autograd/`` with identical model tags
 (so TensorBoard overlays the two models' curves under one chart per tag), and ``parity/`` with the comparison
-curves. Tags:
+detail. The Custom Scalars page (``tensorboard_layout.custom_scalars_layout``, written with each run) shows the
+parity summary first, then each metric with both models and their difference. Tags:
 
-    loss/train, loss/test, accuracy/test, loss/val, accuracy/val     both model writers
-    weights/W1, grads/dW1, ...                                       histograms, both model writers
-    images/first_layer_weights, images/misclassified_test_digits     manual writer
-    parity/grad_max_rel/layer1_dW, parity/grad_max_ulp/layer1_dW     parity writer, one curve per tensor
-    parity/weights_max_abs_diff, parity/bitwise_equal                parity writer
+    loss/train, loss/train_epoch, loss/test, accuracy/test, loss/val, accuracy/val    both model writers
+    weights/W1, grads/dW1, ...                                      histograms, both model writers
+    images/misclassified_test_digits                                both model writers, labels on each tile
+    images/first_layer_weights                                      manual writer
+    parity/worst_ulp, parity/worst_rel_error,                       manual writer (the engine against its
+      parity/bitwise_equal_fraction                                 reference), one point per parity check
+    config (text, once per run), the Custom Scalars layout          manual writer
+    difference/loss/train, ... (manual - autograd)                  parity writer
+    parity_detail/grad_max_ulp/layer1_dW, .../grad_max_rel/...,     parity writer, one curve per tensor
+      parity_detail/weights_max_abs_diff
+    the HParams session (hparams incl. ``model``, status)           both model writers; its metrics are the
+                                                                    last values of the writer's scalar series
 """
 
 from __future__ import annotations
 
 import json
 import math
+import time
 from datetime import datetime
 from pathlib import Path
 
-import torch
+import numpy as np
+from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
+from tensorboard.plugins.hparams import api_pb2 as hparams_api
+from tensorboard.plugins.hparams import metadata as hparams_metadata
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, SessionEndInfo, SessionStartInfo
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import make_grid
 
+from torch_reference.digit_tiles import labelled_digit_grid
+from torch_reference.tensorboard_layout import (DETAIL_PREFIX, DIFFERENCE_PREFIX, PARITY_BITWISE_FRACTION,
+                                                PARITY_WORST_REL, PARITY_WORST_ULP, VALIDATION_TAGS,
+                                                custom_scalars_layout)
+
 MODEL_WRITERS = ("manual", "autograd")
+DIFFERENCE_OF = ("loss/", "accuracy/")  # the model curves that get a manual - autograd curve
+STAMP_FORMAT = "%y%m%d-%H%M%S"
 
 
-def new_run_dir(logdir: Path, slug: str, now: datetime | None = None) -> Path:
-    """Create ``logdir/<YYYYmmdd-HHMMSS>_<slug>``; an existing directory is never reused (a suffix -2, -3 ...
-    is added instead)."""
+def new_run_dir(logdir: Path, name: str, now: datetime | None = None) -> Path:
+    """Create ``logdir/<name>_<yymmdd-HHMMSS>``: the name first (``tensorboard_layout.run_name``), so TensorBoard's
+    run list, which cuts long names, shows what differs; the time keeps names unique. An existing directory is never
+    reused (a suffix -2, -3 ... is added instead)."""
     logdir = Path(logdir)
-    stamp = (now or datetime.now()).strftime("%Y%m%d-%H%M%S")
-    base = f"{stamp}_{slug}"
+    stamp = (now or datetime.now()).strftime(STAMP_FORMAT)
+    base = f"{name}_{stamp}"
     for attempt in range(1, 1000):
         candidate = logdir / (base if attempt == 1 else f"{base}-{attempt}")
         try:
@@ -42,35 +63,86 @@ def new_run_dir(logdir: Path, slug: str, now: datetime | None = None) -> Path:
     raise FileExistsError(f"--logdir {logdir}: could not find a free run directory name for {base}")
 
 
+def _worst(values) -> float:
+    """The largest value, NaN if any is NaN (a non-finite comparison must not hide behind a finite one)."""
+    values = list(values)
+    if any(math.isnan(value) for value in values):
+        return math.nan
+    return max(values, default=0.0)
+
+
 class RunLogger:
     """Writes one run's events. ``purge_step`` (when resuming) discards events logged after the checkpoint by
-    the interrupted run, so the resumed curves continue without duplicates."""
+    the interrupted run, so the resumed curves continue without duplicates. ``validation``: whether the run has a
+    validation split (its charts join the Custom Scalars page); None: found out from the first logged loss/val."""
 
-    def __init__(self, run_dir: Path, purge_step: int | None = None, twin: bool = True):
+    def __init__(self, run_dir: Path, purge_step: int | None = None, twin: bool = True,
+                 validation: bool | None = None):
         self.run_dir = Path(run_dir)
+        self.twin = twin
         names = MODEL_WRITERS if twin else MODEL_WRITERS[:1]
         self.writers = {name: SummaryWriter(str(self.run_dir / name), purge_step=purge_step) for name in names}
         self.parity_writer = SummaryWriter(str(self.run_dir / "parity"), purge_step=purge_step) if twin else None
+        self.started = time.time()
+        self._pending: dict[tuple[int, str], tuple[str, float]] = {}  # (step, tag) -> the first model's value
+        self._validation = bool(validation)
+        self._write_layout()
+
+    def _write_layout(self) -> None:
+        """The Custom Scalars page, in the manual writer (the plugin merges the layouts of all runs; one per run
+        directory is enough). Written again when validation curves turn up: the plugin reads the latest."""
+        self.writers["manual"].add_custom_scalars(custom_scalars_layout(twin=self.twin, validation=self._validation))
+
+    # --- scalars ---------------------------------------------------------------------------------------------------
 
     def scalars(self, model: str, step: int, values: dict[str, float]) -> None:
+        """Finite values go to the model's writer; once both models have logged a tag at a step, their difference
+        (manual - autograd) goes to the parity writer, so curves that coincide show as a flat zero."""
         writer = self.writers.get(model)
         if writer is None:
             return
+        if not self._validation and any(tag in values for tag in VALIDATION_TAGS):
+            self._validation = True
+            self._write_layout()
         for tag, value in values.items():
-            if value is not None and math.isfinite(value):
-                writer.add_scalar(tag, value, step)
+            if value is None or not math.isfinite(value):
+                continue
+            writer.add_scalar(tag, value, step)
+            if self.parity_writer is not None and tag.startswith(DIFFERENCE_OF):
+                self._difference(model, step, tag, value)
 
-    def parity(self, step: int, rows, weight_diffs: dict[str, float], bitwise: bool) -> None:
-        """Per compared gradient tensor: max relative error and max ulp; the largest weight difference."""
+    def _difference(self, model: str, step: int, tag: str, value: float) -> None:
+        other = self._pending.pop((step, tag), None)
+        if other is None or other[0] == model:
+            self._pending[(step, tag)] = (model, value)
+            return
+        values = {model: value, other[0]: other[1]}
+        self.parity_writer.add_scalar(DIFFERENCE_PREFIX + tag, values["manual"] - values["autograd"], step)
+        # A step's values arrive together; anything older is left unmatched for good (a model's value that was
+        # not finite), so drop it instead of holding it for the whole run.
+        self._pending = {key: held for key, held in self._pending.items() if key[0] >= step}
+
+    def parity(self, step: int, rows, weight_diffs: dict[str, float], bitwise: bool, weight_rows=None) -> None:
+        """One parity check: the summary over every compared tensor (``rows``: the step's loss, activations and
+        gradients; ``weight_rows``: the parameters after the update, when given) in the manual writer, and per
+        compared gradient its max relative error and max ulp, and the largest weight difference, as detail."""
         if self.parity_writer is None:
             return
+        compared = [*rows, *(weight_rows or ())]
+        summary = self.writers["manual"]
+        summary.add_scalar(PARITY_WORST_ULP, _worst(row.max_ulp for row in compared), step)
+        summary.add_scalar(PARITY_WORST_REL, _worst(row.max_rel for row in compared), step)
+        fraction = sum(row.exact for row in compared) / len(compared) if compared else float(bitwise)
+        summary.add_scalar(PARITY_BITWISE_FRACTION, fraction, step)
         for row in rows:
             if row.name.startswith("d"):
                 key = f"layer{row.layer}_{row.name}"
-                self.parity_writer.add_scalar(f"parity/grad_max_rel/{key}", row.max_rel, step)
-                self.parity_writer.add_scalar(f"parity/grad_max_ulp/{key}", row.max_ulp, step)
-        self.parity_writer.add_scalar("parity/weights_max_abs_diff", max(weight_diffs.values(), default=0.0), step)
-        self.parity_writer.add_scalar("parity/bitwise_equal", float(bitwise), step)
+                self.parity_writer.add_scalar(f"{DETAIL_PREFIX}grad_max_rel/{key}", row.max_rel, step)
+                self.parity_writer.add_scalar(f"{DETAIL_PREFIX}grad_max_ulp/{key}", row.max_ulp, step)
+        self.parity_writer.add_scalar(f"{DETAIL_PREFIX}weights_max_abs_diff",
+                                      _worst(weight_diffs.values()), step)
+
+    # --- histograms and images ---------------------------------------------------------------------------------------
 
     def histograms(self, model: str, step: int, params: dict[str, Tensor], grads: dict[str, Tensor] | None) -> None:
         writer = self.writers.get(model)
@@ -90,32 +162,46 @@ class RunLogger:
         self.writers["manual"].add_image("images/first_layer_weights", grid, step)
 
     def misclassified(self, step: int, images: Tensor, labels: Tensor, predictions: Tensor,
-                      max_images: int = 64) -> None:
-        """A grid of misclassified test digits and, as text, their true and predicted labels."""
+                      max_images: int = 64, model: str = "manual") -> None:
+        """The first ``max_images`` misclassified test digits of ``model``, each tile captioned true -> predicted."""
+        writer = self.writers.get(model)
         wrong = (predictions != labels).nonzero().flatten()[:max_images]
-        if wrong.numel() == 0 or images.shape[1] != 28 * 28:
+        if writer is None or wrong.numel() == 0 or images.shape[1] != 28 * 28:
             return
-        tiles = images[wrong].detach().float().cpu().reshape(-1, 1, 28, 28)
-        grid = make_grid(tiles, nrow=8, normalize=True, pad_value=1.0)
-        writer = self.writers["manual"]
-        writer.add_image("images/misclassified_test_digits", grid, step)
-        pairs = ", ".join(f"{int(labels[i])}->{int(predictions[i])}" for i in wrong.tolist())
-        writer.add_text("images/misclassified_test_digits", f"true->predicted, row by row: {pairs}", step)
+        wrong = wrong.cpu()
+        grid = labelled_digit_grid(images.detach().cpu()[wrong], labels.cpu()[wrong], predictions.cpu()[wrong])
+        writer.add_image("images/misclassified_test_digits", grid, step, dataformats="HWC")
+
+    # --- run description -------------------------------------------------------------------------------------------
 
     def config_text(self, description: dict) -> None:
+        """The run's description as JSON, once per run (in the manual writer)."""
         text = "```json\n" + json.dumps(description, indent=2, sort_keys=True) + "\n```"
-        for writer in self.writers.values():
-            writer.add_text("config", text, 0)
+        self.writers["manual"].add_text("config", text, 0)
 
-    def hparams(self, hparams: dict, metrics: dict[str, dict[str, float]]) -> None:
-        """One hparams entry per model writer, with its final metrics (TensorBoard's HPARAMS tab)."""
-        # bools as text: torch's hparams would otherwise show True as 1.0
-        clean = {key: (value if isinstance(value, (int, float, str)) and not isinstance(value, bool) else str(value))
-                 for key, value in hparams.items()}
+    def hparams(self, hparams: dict, metrics: dict[str, dict[str, float]] | None = None,
+                status: str = "success") -> None:
+        """One HParams session per model writer: ``hparams`` plus a ``model`` column. The metrics are not written
+        here: TensorBoard takes each session's metrics from the last points of its writer's scalar series (test
+        accuracy and loss, and for the engine the parity summary of the last check, which covers the weights and so
+        every earlier difference), so no one-point ``hparam/*`` scalars clutter the Scalars tab. ``metrics`` is
+        accepted for compatibility and ignored. No experiment summary either: TensorBoard then builds the columns
+        from all runs' sessions, so runs with different hyperparameters stay comparable."""
+        status_value = {"success": hparams_api.STATUS_SUCCESS, "failure": hparams_api.STATUS_FAILURE,
+                        "running": hparams_api.STATUS_RUNNING}.get(status)
+        if status_value is None:
+            raise ValueError(f"status: expected success, failure or running; got {status!r}")
         for model, writer in self.writers.items():
-            values = {f"hparam/{key}": value for key, value in metrics.get(model, {}).items()
-                      if value is not None and math.isfinite(value)}
-            writer.add_hparams(clean, values, run_name=".")
+            start = SessionStartInfo(start_time_secs=self.started)
+            for key, value in _flatten({"model": model, **hparams}).items():
+                _set_hparam(start.hparams[key], value)
+            end = SessionEndInfo(status=status_value, end_time_secs=time.time())
+            writer.file_writer.add_summary(_hparams_summary(hparams_metadata.SESSION_START_INFO_TAG,
+                                                            HParamsPluginData(session_start_info=start)))
+            writer.file_writer.add_summary(_hparams_summary(hparams_metadata.SESSION_END_INFO_TAG,
+                                                            HParamsPluginData(session_end_info=end)))
+
+    # --- files -----------------------------------------------------------------------------------------------------
 
     def flush(self) -> None:
         for writer in self._all():
@@ -127,3 +213,41 @@ class RunLogger:
 
     def _all(self):
         return [*self.writers.values(), *([self.parity_writer] if self.parity_writer else [])]
+
+
+def _flatten(hparams: dict, prefix: str = "") -> dict:
+    """Nested settings (an optimizer's dict, say) as ``optimizer.lr``-style columns; None values are left out
+    (TensorBoard shows an unset cell)."""
+    flat = {}
+    for key, value in hparams.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        elif value is not None:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _set_hparam(slot, value) -> None:
+    """A ``google.protobuf.Value``. Bools stay bools (torch's ``hparams`` would write 1.0); integers become text,
+    because the HParams table prints every number with five significant digits (a batch size of 64 as "64.000");
+    as text they print as written and filter by checkbox, at the price of sorting as text. Other numbers stay
+    numbers; sequences such as the layer sizes become '784-256-10'; anything else its text."""
+    if isinstance(value, bool):
+        slot.bool_value = value
+    elif isinstance(value, (int, np.integer)):
+        slot.string_value = str(int(value))
+    elif isinstance(value, (float, np.floating)) and math.isfinite(value):
+        slot.number_value = value
+    elif isinstance(value, (list, tuple)):
+        slot.string_value = "-".join(map(str, value))
+    elif isinstance(value, str):
+        slot.string_value = value
+    else:
+        slot.string_value = str(value)
+
+
+def _hparams_summary(tag: str, data: HParamsPluginData) -> Summary:
+    data.version = hparams_metadata.PLUGIN_DATA_VERSION
+    metadata = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(
+        plugin_name=hparams_metadata.PLUGIN_NAME, content=data.SerializeToString()))
+    return Summary(value=[Summary.Value(tag=tag, metadata=metadata)])

@@ -293,7 +293,8 @@ class SideBySideRun:
             rows = compare_records(record, twin_record, self.policy).rows
             weights = weight_rows(self.engine, self.twin, self.policy)
             bitwise = self.tally.add(rows, weights)
-            logger.parity(self.global_step, rows, {f"{row.name}{row.layer}": row.max_abs for row in weights}, bitwise)
+            logger.parity(self.global_step, rows, {f"{row.name}{row.layer}": row.max_abs for row in weights}, bitwise,
+                          weight_rows=weights)
         self.last_grads = grads
         return engine_loss, twin_loss
 
@@ -375,8 +376,7 @@ class SideBySideRun:
                 values.update({"loss/val": val.loss, "accuracy/val": val.accuracy})
             logger.scalars(name, step, values)
             entry[name] = values
-            if name == "manual":
-                logger.misclassified(step, test_x, test_y, test.predictions)
+            logger.misclassified(step, test_x, test_y, test.predictions, model=name)
         logger.histograms("manual", step, self.engine.params, self.last_grads)
         logger.first_layer_images(step, self.engine.params["W1"])
         if self.twin is not None:

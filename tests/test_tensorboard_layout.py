@@ -1,0 +1,244 @@
+"""The pieces of the TensorBoard view, in process: run names, the log interval, the Custom Scalars layout, the
+labelled digit grid, and what ``RunLogger`` writes for parity, differences and HParams (read back with
+TensorBoard's ``EventAccumulator``). The whole run through the script and a live server: test_tensorboard.py."""
+
+from __future__ import annotations
+
+import math
+import re
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from tensorboard.backend.event_processing import event_accumulator as ea
+from tensorboard.plugins.custom_scalar import layout_pb2
+from tensorboard.plugins.custom_scalar import metadata as custom_scalars_metadata
+from tensorboard.plugins.hparams import metadata as hparams_metadata
+
+from torch_reference.digit_tiles import labelled_digit_grid
+from torch_reference.run_logging import RunLogger
+from torch_reference.tensorboard_layout import (PARITY_SUMMARY_TAGS, auto_log_interval, custom_scalars_layout,
+                                                run_name)
+
+SIZE_GUIDANCE = {ea.SCALARS: 0, ea.TENSORS: 0, ea.IMAGES: 0}
+DEFAULT_CONFIG = {"sizes": [784, 256, 128, 10], "activation": "relu", "output_activation": "softmax",
+                  "loss": "cross_entropy", "mse_convention": "course", "l2": 0.0, "leaky_slope": 0.1,
+                  "elu_alpha": 1.0, "init": "torch_linear", "dtype": "float32", "device": "cpu"}
+
+
+def load(directory) -> ea.EventAccumulator:
+    accumulator = ea.EventAccumulator(str(directory), size_guidance=SIZE_GUIDANCE)
+    accumulator.Reload()
+    return accumulator
+
+
+def series(accumulator, tag):
+    return [(event.step, event.value) for event in accumulator.Scalars(tag)]
+
+
+# --- auto_log_interval ------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("total", [1, 7, 50, 99, 100, 101, 199, 200, 938, 1876, 9380, 93800, 10**7 + 3])
+def test_auto_log_interval_gives_50_to_100_points(total):
+    interval = auto_log_interval(total)
+    points = total // interval
+    assert interval >= 1
+    if total >= 100:
+        assert 50 <= points <= 100, (total, interval, points)
+    else:
+        assert (interval, points) == (1, total)  # short runs log every step
+
+
+def test_auto_log_interval_for_the_default_run_and_other_targets():
+    assert auto_log_interval(10 * 938) == 94  # the default run: 99 points
+    assert auto_log_interval(938) == 10
+    assert auto_log_interval(1000, points=10) == 100
+
+
+@pytest.mark.parametrize("bad", [0, -5, 2.5, True, "100"])
+def test_auto_log_interval_refuses_bad_input(bad):
+    with pytest.raises(ValueError, match="total_steps"):
+        auto_log_interval(bad)
+
+
+# --- run_name ---------------------------------------------------------------------------------------------------------
+
+def test_run_name_of_the_default_run_starts_with_what_differs():
+    settings = {"batch_size": 64, "lr": 0.05, "momentum": 0.9, "seed": 0, "twin": True, "dry_run": False}
+    assert run_name(DEFAULT_CONFIG, settings) == "relu_ce_mom0.9_lr0.05_b64_h256-128"
+
+
+def test_run_name_with_an_optimizer_config_dict():
+    optimizer = {"name": "adam", "lr": 0.001, "momentum": None, "weight_decay": 0.0, "betas": [0.9, 0.999]}
+    settings = {"batch_size": 128, "optimizer": optimizer, "schedule": {"name": "constant"}, "seed": 0}
+    assert run_name(DEFAULT_CONFIG, settings) == "relu_ce_adam_lr0.001_b128_h256-128"
+    nesterov = {"name": "nesterov", "lr": 0.1, "momentum": 0.95, "weight_decay": 5e-4}
+    name = run_name({**DEFAULT_CONFIG, "sizes": [784, 10]},
+                    {"batch_size": 32, "optimizer": nesterov, "schedule": {"name": "cosine"}, "seed": 3})
+    assert name == "relu_ce_nesterov0.95_lr0.1_b32_linear_wd0.0005_cosine_seed3"
+
+
+def test_run_name_shows_only_non_default_extras_and_stays_a_directory_name():
+    config = {**DEFAULT_CONFIG, "activation": "leaky_relu", "leaky_slope": 0.2, "loss": "mse",
+              "output_activation": "identity", "mse_convention": "mean", "l2": 1e-4, "dtype": "float64",
+              "init": "course_normal"}
+    name = run_name(config, {"batch_size": 16, "lr": 0.01, "momentum": 0.0, "twin": False, "dry_run": True})
+    assert name == "lrelu_mse_sgd_lr0.01_b16_h256-128_l2-0.0001_mse-mean_slope0.2_course_normal_f64_notwin_dry"
+    assert re.fullmatch(r"[A-Za-z0-9_.+-]+", name)
+    # Differences show up front: two runs that differ only in lr differ within the first 20 characters.
+    a = run_name(DEFAULT_CONFIG, {"batch_size": 64, "lr": 0.05, "momentum": 0.9})
+    b = run_name(DEFAULT_CONFIG, {"batch_size": 64, "lr": 0.1, "momentum": 0.9})
+    assert a[:20] != b[:20] and len(a) <= 40
+
+
+# --- the Custom Scalars layout ----------------------------------------------------------------------------------------
+
+def test_layout_puts_parity_first_and_pairs_each_metric_with_its_difference():
+    layout = custom_scalars_layout(twin=True, validation=False)
+    categories = list(layout)
+    assert categories[0].startswith("parity")
+    assert [regex for _, (kind, regexes) in layout[categories[0]].items() for regex in regexes] == \
+        [f"^{re.escape(tag)}$" for tag in PARITY_SUMMARY_TAGS]
+    loss = next(title for title in categories if title.startswith("loss"))
+    assert "one line" in loss  # says that coinciding curves draw as one line
+    charts = list(layout[loss].items())
+    assert [title for title, _ in charts[::2]] == ["loss/train", "loss/train_epoch", "loss/test"]
+    for (title, (kind, regexes)), (difference_title, (_, difference)) in zip(charts[::2], charts[1::2]):
+        assert kind == "Multiline" and regexes == [f"^{re.escape(title)}$"]
+        assert difference_title.startswith(f"{title}: manual - autograd")
+        assert difference == [f"^{re.escape('difference/' + title)}$"]
+    assert not any("val" in title for category in layout.values() for title in category)
+    assert any("loss/val" in title for title in custom_scalars_layout(twin=True, validation=True)[loss])
+
+
+def test_layout_regexes_select_exactly_their_tag():
+    for category in custom_scalars_layout(twin=True, validation=True).values():
+        for _, regexes in category.values():
+            for regex in regexes:
+                tag = regex[1:-1].replace("\\", "")
+                assert re.match(regex, tag) and not re.match(regex, tag + "_epoch") and not re.match(regex, "x" + tag)
+
+
+def test_layout_without_the_twin_has_no_parity_or_difference_charts():
+    layout = custom_scalars_layout(twin=False)
+    assert not [title for title in layout if "parity" in title]
+    assert not [regex for category in layout.values() for _, regexes in category.values() for regex in regexes
+                if "difference" in regex or "parity" in regex]
+
+
+# --- the labelled digit grid ------------------------------------------------------------------------------------------
+
+def test_labelled_digit_grid_shape_colours_and_digits():
+    images = torch.zeros(11, 784)
+    images[:, 0] = 1.0  # a bright top-left pixel in each digit
+    labels = torch.arange(11) % 10
+    grid = labelled_digit_grid(images, labels, (labels + 1) % 10, columns=4, scale=2)
+    assert grid.dtype == np.uint8 and grid.ndim == 3 and grid.shape[2] == 3
+    assert grid.shape[1] == 4 * (56 + 2) + 2
+    one_row = labelled_digit_grid(images[:4], labels[:4], labels[:4] + 1, columns=4, scale=2)
+    assert grid.shape[0] > 2 * one_row.shape[0] - 40  # three rows of tiles
+    # Each digit is pasted upscaled: its bright pixel is a white 2x2 block in an otherwise black tile.
+    black = np.all(grid == 0, axis=2)
+    white = np.all(grid == 255, axis=2)
+    assert black.sum() >= 11 * (56 * 56 - 4)
+    assert white.sum() >= 11 * 4
+    green = (grid[..., 1] > 100) & (grid[..., 0] < 60)
+    red = (grid[..., 0] > 150) & (grid[..., 1] < 60)
+    assert green.sum() > 11 * 10 and red.sum() > 11 * 10
+
+
+def test_labelled_digit_grid_refuses_bad_input():
+    with pytest.raises(ValueError, match="images"):
+        labelled_digit_grid(torch.zeros(0, 784), torch.zeros(0), torch.zeros(0))
+    with pytest.raises(ValueError, match="labels, predictions"):
+        labelled_digit_grid(torch.zeros(3, 784), torch.zeros(2), torch.zeros(3))
+    with pytest.raises(ValueError, match="columns, scale"):
+        labelled_digit_grid(torch.zeros(3, 784), torch.zeros(3), torch.zeros(3), columns=0)
+
+
+# --- RunLogger ----------------------------------------------------------------------------------------------------
+
+def row(layer, name, max_ulp=0.0, max_rel=0.0, exact=True):
+    return SimpleNamespace(layer=layer, name=name, max_abs=0.0, max_rel=max_rel, max_ulp=max_ulp, exact=exact,
+                           passed=True)
+
+
+def test_parity_summary_covers_gradients_and_weights(tmp_path):
+    logger = RunLogger(tmp_path)
+    rows = [row("loss", "loss"), row(1, "Z"), row(1, "dW", max_ulp=2.0, max_rel=3e-7, exact=False), row(1, "db")]
+    weights = [row(1, "W"), row(1, "b", max_ulp=5.0, max_rel=1e-6, exact=False)]
+    logger.parity(1, rows, {"W1": 0.0, "b1": 1e-9}, False, weight_rows=weights)
+    logger.parity(2, rows[:1], {"W1": 0.0}, True)  # the old call, without weight rows
+    logger.parity(3, [row(1, "dW", max_ulp=math.nan, max_rel=math.nan, exact=False), row(1, "db", 9.0)], {}, False)
+    logger.close()
+    manual, parity = load(tmp_path / "manual"), load(tmp_path / "parity")
+    assert series(manual, "parity/worst_ulp")[:2] == [(1, 5.0), (2, 0.0)]
+    assert series(manual, "parity/worst_rel_error")[:2] == [(1, pytest.approx(1e-6)), (2, 0.0)]
+    assert series(manual, "parity/bitwise_equal_fraction") == [(1, pytest.approx(4 / 6)), (2, 1.0), (3, 0.5)]
+    assert math.isnan(series(manual, "parity/worst_ulp")[2][1])  # a NaN is not hidden by a finite 9
+    assert series(parity, "parity_detail/grad_max_ulp/layer1_dW")[:1] == [(1, 2.0)]
+    assert series(parity, "parity_detail/weights_max_abs_diff")[:2] == [(1, pytest.approx(1e-9)), (2, 0.0)]
+    assert not [tag for tag in parity.Tags()["scalars"] if not tag.startswith("parity_detail/")]
+    assert set(load(tmp_path / "autograd").Tags()["scalars"]) == set()
+
+
+def test_difference_curves_pair_the_two_models_in_either_order(tmp_path):
+    logger = RunLogger(tmp_path)
+    logger.scalars("manual", 10, {"loss/train": 0.5, "lr": 0.1})
+    logger.scalars("autograd", 10, {"loss/train": 0.25, "lr": 0.1})
+    logger.scalars("autograd", 20, {"loss/test": 1.0, "accuracy/test": 0.5})
+    logger.scalars("manual", 20, {"loss/test": 1.5, "accuracy/test": math.nan})  # not finite: no point, no pair
+    logger.scalars("manual", 30, {"loss/train": 0.125})  # the twin's value never comes
+    logger.close()
+    parity = load(tmp_path / "parity")
+    assert series(parity, "difference/loss/train") == [(10, 0.25)]
+    assert series(parity, "difference/loss/test") == [(20, 0.5)]
+    assert set(parity.Tags()["scalars"]) == {"difference/loss/train", "difference/loss/test"}  # none for lr
+    assert series(load(tmp_path / "manual"), "loss/train") == [(10, 0.5), (30, 0.125)]
+
+
+def layout_of(directory) -> list[str]:
+    events = load(directory).Tensors(custom_scalars_metadata.CONFIG_SUMMARY_TAG)
+    return [[category.title for category in layout_pb2.Layout.FromString(event.tensor_proto.string_val[0]).category]
+            for event in events]
+
+
+def test_layout_is_upgraded_when_validation_curves_appear(tmp_path):
+    logger = RunLogger(tmp_path / "a")
+    logger.scalars("manual", 5, {"loss/test": 1.0})
+    logger.scalars("manual", 5, {"loss/val": 1.0})
+    logger.scalars("manual", 9, {"loss/val": 1.0})
+    logger.close()
+    written = load(tmp_path / "a" / "manual").Tensors(custom_scalars_metadata.CONFIG_SUMMARY_TAG)
+    assert len(written) == 2  # the plugin reads the latest
+    charts = [[chart.title for category in layout_pb2.Layout.FromString(event.tensor_proto.string_val[0]).category
+               for chart in category.chart] for event in written]
+    assert "loss/val" not in charts[0] and "loss/val" in charts[1]
+    RunLogger(tmp_path / "b", twin=False, validation=True).close()
+    assert not (tmp_path / "b" / "parity").exists()
+    [only] = load(tmp_path / "b" / "manual").Tensors(custom_scalars_metadata.CONFIG_SUMMARY_TAG)
+    titles = [chart.title for category in layout_pb2.Layout.FromString(only.tensor_proto.string_val[0]).category
+              for chart in category.chart]
+    assert "loss/val" in titles and not [title for title in titles if "parity" in title or "manual -" in title]
+
+
+def test_hparams_sessions_have_a_model_column_and_typed_values(tmp_path):
+    logger = RunLogger(tmp_path)
+    logger.config_text({"epochs": 2})
+    logger.hparams({"lr": 0.05, "batch_size": 64, "np_int": np.int64(3), "standardize": False, "sizes": [784, 10],
+                    "optimizer": {"name": "adam", "betas": (0.9, 0.999), "amsgrad": None}, "tag": None},
+                   {"manual": {"test_accuracy": 0.9}})
+    with pytest.raises(ValueError, match="status"):
+        logger.hparams({}, status="done")
+    logger.close()
+    for model in ("manual", "autograd"):
+        acc = load(tmp_path / model)
+        content = acc.PluginTagToContent(hparams_metadata.PLUGIN_NAME)
+        assert set(content) == {hparams_metadata.SESSION_START_INFO_TAG, hparams_metadata.SESSION_END_INFO_TAG}
+        start = hparams_metadata.parse_session_start_info_plugin_data(content[hparams_metadata.SESSION_START_INFO_TAG])
+        values = {key: getattr(value, value.WhichOneof("kind")) for key, value in start.hparams.items()}
+        assert values == {"model": model, "lr": 0.05, "batch_size": "64", "np_int": "3", "standardize": False,
+                          "sizes": "784-10", "optimizer.name": "adam", "optimizer.betas": "0.9-0.999"}
+        assert not [tag for tag in acc.Tags()["scalars"] if tag.startswith("hparam")]
+        assert ("config/text_summary" in acc.Tags()["tensors"]) == (model == "manual")

@@ -1,0 +1,162 @@
+"""What a run looks like in TensorBoard: its name, how often it logs, and the Custom Scalars page that shows parity first.
+
+TensorBoard's first views (Time Series, Scalars) show one card per tag, sorted by name, and colour each run; when the
+engine and its autograd twin are bitwise equal their curves coincide and look like a single line. The Custom Scalars
+layout written with each run (``custom_scalars_layout``) puts the parity summary on top, then one chart per metric with
+both models' curves, each followed by the curve of their difference (manual - autograd), so a flat zero there says
+in so many words that the two lines are one on top of the other.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+
+# Tags of the parity summary (one point per parity check, in the manual writer: parity is the engine measured
+# against its autograd reference) and of the per-tensor detail (in the parity writer).
+PARITY_WORST_ULP = "parity/worst_ulp"
+PARITY_WORST_REL = "parity/worst_rel_error"
+PARITY_BITWISE_FRACTION = "parity/bitwise_equal_fraction"
+PARITY_SUMMARY_TAGS = (PARITY_WORST_ULP, PARITY_WORST_REL, PARITY_BITWISE_FRACTION)
+DETAIL_PREFIX = "parity_detail/"
+DIFFERENCE_PREFIX = "difference/"  # manual - autograd, per model scalar, in the parity writer
+
+TRAIN_TAGS = ("loss/train", "loss/train_epoch")
+EVALUATION_TAGS = ("loss/test", "accuracy/test")
+VALIDATION_TAGS = ("loss/val", "accuracy/val")
+
+# The default run's total steps (10 epochs of 938 batches) give 94 points at the old fixed interval of 100; this is
+# the density every run gets by default.
+TARGET_POINTS = 100
+
+_ACTIVATIONS = {"leaky_relu": "lrelu", "identity": "id"}
+_LOSSES = {"cross_entropy": "ce"}
+
+
+def auto_log_interval(total_steps: int, points: int = TARGET_POINTS) -> int:
+    """Steps between curve points so that a run of ``total_steps`` steps logs between ``points / 2`` and ``points``
+    points (all of its steps when it has fewer): ``ceil(total_steps / points)``.
+
+    For ``total_steps >= points``, ``interval = ceil(T / points) <= T / points + 1 <= 2 T / points``, so
+    ``floor(T / interval)`` lies in ``[points / 2, points]``. A 2-epoch run of 938 batches gets an interval of 19
+    (98 points), where the old fixed 100 gave 18.
+    """
+    for name, value in (("total_steps", total_steps), ("points", points)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: expected an integer >= 1; got {value!r}")
+    return max(1, math.ceil(total_steps / points))
+
+
+def _number(value) -> str:
+    return f"{value:g}"
+
+
+def _optimizer_label(settings: Mapping) -> tuple[str, float | None]:
+    """('mom0.9', 0.05) from either the old flat settings (lr, momentum) or an ``optimizer`` entry (a name, or a
+    dict as ``OptimizerConfig.to_dict()`` gives) with its own lr."""
+    optimizer = settings.get("optimizer")
+    lr = settings.get("lr")
+    momentum = settings.get("momentum")
+    if isinstance(optimizer, Mapping):
+        lr = optimizer.get("lr", lr)
+        momentum = optimizer.get("momentum", momentum)
+        optimizer = optimizer.get("name")
+    if optimizer is None:  # the old settings: SGD, with momentum when momentum > 0
+        optimizer = "momentum" if momentum else "sgd"
+    label = str(optimizer)
+    if label in ("momentum", "nesterov") and momentum is not None:
+        label = ("mom" if label == "momentum" else label) + _number(momentum)
+    return label, lr
+
+
+def run_name(config: Mapping, settings: Mapping) -> str:
+    """A short run name that starts with what usually differs between runs, so TensorBoard's run list (which cuts
+    long names) tells runs apart: activation, loss, optimizer, learning rate, batch size, hidden widths, then only
+    the settings that differ from their defaults.
+
+    ``config`` is ``MLPConfig.to_dict()``; ``settings`` holds ``batch_size`` and either ``lr``/``momentum`` or an
+    ``optimizer`` (name or dict with ``name``, ``lr``, ``momentum``, ``weight_decay``), optionally ``schedule``
+    (name or dict), ``seed``. Example: ``relu_ce_mom0.9_lr0.05_b64_h256-128``.
+    """
+    activation = config.get("activation", "relu")
+    loss = config.get("loss", "cross_entropy")
+    parts = [_ACTIVATIONS.get(activation, activation), _LOSSES.get(loss, loss)]
+    optimizer, lr = _optimizer_label(settings)
+    parts.append(optimizer)
+    if lr is not None:
+        parts.append(f"lr{_number(lr)}")
+    if settings.get("batch_size") is not None:
+        parts.append(f"b{settings['batch_size']}")
+    sizes = list(config.get("sizes", ()))
+    hidden = sizes[1:-1]
+    parts.append("h" + "-".join(map(str, hidden)) if hidden else "linear")
+    if sizes and (sizes[0], sizes[-1]) != (784, 10):
+        parts.append(f"in{sizes[0]}-out{sizes[-1]}")
+
+    # Only what differs from the defaults from here on, to keep names short.
+    optimizer_entry = settings.get("optimizer")
+    if isinstance(optimizer_entry, Mapping) and optimizer_entry.get("weight_decay"):
+        parts.append(f"wd{_number(optimizer_entry['weight_decay'])}")
+    schedule = settings.get("schedule")
+    schedule_name = schedule.get("name") if isinstance(schedule, Mapping) else schedule
+    if schedule_name not in (None, "constant"):
+        parts.append(str(schedule_name))
+    if config.get("l2"):
+        parts.append(f"l2-{_number(config['l2'])}")
+    default_output = "softmax" if loss == "cross_entropy" else "identity"
+    if config.get("output_activation") not in (None, default_output):
+        parts.append("out-" + _ACTIVATIONS.get(config["output_activation"], config["output_activation"]))
+    if loss == "mse" and config.get("mse_convention", "course") != "course":
+        parts.append(f"mse-{config['mse_convention']}")
+    if activation == "leaky_relu" and config.get("leaky_slope", 0.1) != 0.1:
+        parts.append(f"slope{_number(config['leaky_slope'])}")
+    if activation == "elu" and config.get("elu_alpha", 1.0) != 1.0:
+        parts.append(f"alpha{_number(config['elu_alpha'])}")
+    if config.get("init", "torch_linear") != "torch_linear":
+        parts.append(str(config["init"]))
+    if config.get("dtype", "float32") != "float32":
+        parts.append({"float64": "f64"}.get(config["dtype"], str(config["dtype"])))
+    if settings.get("seed"):
+        parts.append(f"seed{settings['seed']}")
+    if settings.get("twin") is False:
+        parts.append("notwin")
+    if settings.get("dry_run"):
+        parts.append("dry")
+    # Keep the name a portable directory name: no path separators, no spaces.
+    return "_".join(parts).replace("/", "-").replace(" ", "")
+
+
+def _multiline(*tags: str) -> list:
+    """A Custom Scalars chart over exact tags (the plugin matches each regex from the start of the tag)."""
+    return ["Multiline", [f"^{re.escape(tag)}$" for tag in tags]]
+
+
+def custom_scalars_layout(twin: bool = True, validation: bool = False) -> dict:
+    """The Custom Scalars page, for ``SummaryWriter.add_custom_scalars``: {category: {chart title: chart}}.
+
+    A chart's regexes select tags; every selected run that has the tag draws a line, so each metric chart shows
+    ``<run>/manual`` and ``<run>/autograd`` together. With ``twin`` the page starts with the parity summary and each
+    metric chart is followed by its manual - autograd difference; ``validation`` adds the loss/val and
+    accuracy/val charts (only when the run holds out a validation split, so no chart stays empty).
+    """
+    metrics = [*TRAIN_TAGS, "loss/test", *(("loss/val",) if validation else ())]
+    accuracies = ["accuracy/test", *(("accuracy/val",) if validation else ())]
+    layout = {}
+    if twin:
+        layout["parity: the engine against autograd, every parity check (0 ulp and fraction 1 = bitwise equal)"] = {
+            "worst ulp distance over all compared tensors": _multiline(PARITY_WORST_ULP),
+            "worst relative error over all compared tensors": _multiline(PARITY_WORST_REL),
+            "fraction of compared tensors bitwise equal": _multiline(PARITY_BITWISE_FRACTION),
+        }
+    together = ": manual and autograd (bitwise-equal curves draw as one line)" if twin else ""
+    for category, tags in (("loss", metrics), ("accuracy", accuracies)):
+        charts = {}
+        for tag in tags:
+            charts[tag] = _multiline(tag)
+            if twin:
+                charts[f"{tag}: manual - autograd (0 everywhere: the curves coincide)"] = _multiline(
+                    DIFFERENCE_PREFIX + tag)
+        layout[category + together] = charts
+    layout["learning rate"] = {"lr (both models, per logged step)": _multiline("lr")}
+    return layout
