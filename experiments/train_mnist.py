@@ -19,7 +19,7 @@ import torch
 
 from experiments.parity import resolve_device
 from manual_backprop.config import HIDDEN_ACTIVATIONS, LOSSES, MSE_CONVENTIONS, MLPConfig
-from manual_backprop.datasets import DatasetError, default_data_dir, load_splits
+from mnist_data import STANDARDIZE_MODES, DatasetError, default_data_dir, load_splits
 from torch_reference.checkpoint import CheckpointError
 from torch_reference.run_logging import new_run_dir
 from torch_reference.training import TrainingError, TrainSettings, train
@@ -61,8 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="idx: your own four IDX files (MNIST's format and names) in --data-dir")
     p.add_argument("--data-dir", default=None,
                    help=f"dataset cache (default: ${'{'}MANUAL_BACKPROP_DATA{'}'} or {default_data_dir()})")
-    p.add_argument("--standardize", action="store_true",
-                   help="subtract the training set's pixel mean and divide by its std (default: [0, 1] only)")
+    p.add_argument("--standardize", choices=STANDARDIZE_MODES, default="none",
+                   help="after scaling pixels to [0, 1]: none; global: minus the training pixels' mean, over their "
+                        "std; pixel: each pixel minus its own training mean, over its own std (the course's lab)")
     p.add_argument("--val-size", type=int, default=0, help="hold out this many training images for validation")
     p.add_argument("--limit", type=int, default=None, help="train on the first N training images only")
     p.add_argument("--logdir", default=str(DEFAULT_LOGDIR), help="parent of the run directories")

@@ -3,7 +3,7 @@
 Image ``i`` has label ``i % 10``; its class shows as a bright 5x5 block whose position depends on the label
 (two rows of five positions) over a dim noisy background, so even a tiny MLP beats chance quickly.
 
-This writer is deliberately independent of ``manual_backprop.datasets`` so that it can test that parser.
+This writer is deliberately independent of ``mnist_data`` so that it can test that parser.
 """
 
 from __future__ import annotations

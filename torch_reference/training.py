@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from manual_backprop.config import MLPConfig
-from manual_backprop.datasets import DatasetSplits
+from mnist_data import DatasetSplits
 from manual_backprop.model import MLP, init_parameters
 from manual_backprop.optim import SGD
 from torch_reference.checkpoint import CHECKPOINT_NAME, check_compatible, load_checkpoint, save_checkpoint
@@ -205,7 +205,7 @@ class SideBySideRun:
     def data_identity(self) -> dict:
         """What a resumed run's data must share with the checkpoint's (limit and val-size show in train_size)."""
         return {"dataset": self.data.name, "train_size": self.data.train_x.shape[0],
-                "standardize": self.data.mean is not None}
+                "standardize": self.data.standardize}
 
     def checkpoint_path(self) -> Path:
         return self.run_dir / CHECKPOINT_NAME

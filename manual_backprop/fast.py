@@ -1,0 +1,398 @@
+"""The fast training step: the reference engine's math, with lecture 004's memory-freeing backward.
+
+``model.py`` chains readable forward/backward pairs and keeps a record of every Z, A and gradient (the parity
+report needs it). This module computes the same step for training only, and keeps nothing it does not need:
+
+* a workspace per batch shape, allocated once and written with ``out=`` / in-place ops; no record of
+  intermediates survives the step;
+* ReLU in place (Z_l becomes A_l); its derivative 1[A_l > 0] = sign(A_l) is formed in the backward from A_l,
+  once A_l's last other use (dW_{l+1} = dZ_{l+1}^T A_l) is done, and written over A_l, so no Z and no separate
+  mask is kept;
+* the loss gradient of softmax + cross-entropy written straight into its buffer;
+* lecture 004's order: going down from the output, layer l's input gradient dA_{l-1} = dZ_l W_l is formed
+  first (it needs W_l before its update), then dW_l and db_l, then the optimizer updates W_l and b_l at once
+  and the gradient's buffer is free for the next layer: one dW scratch of the largest layer's size
+  serves every layer, and with ``fuse_velocity`` no dW exists at all (``addmm`` with ``beta=momentum`` writes
+  V <- beta V + dZ^T A straight into the momentum buffer);
+* the first layer's input gradient, which nobody needs, is not computed.
+
+Supported: every config ``MLPConfig`` accepts (ReLU hidden layers take the fast route; other activations and
+the mse / hinge losses use the reference pairs), SGD with or without momentum (the engine's ``SGD`` without
+dampening, nesterov or weight decay), float32/float64, CPU and CUDA, and on CUDA an optional CUDA graph of the
+whole step. No autograd, like the rest of the engine.
+
+Parity (tests/test_fast.py): with ``fuse_velocity=False`` (the default) every op is the one the reference engine
+and ``manual_backprop.optim.SGD`` run, on the same operands in the same order, so after any number of steps
+the weights and momentum buffers equal theirs bit for bit in float32 on the CPU. ``fuse_velocity=True`` lets
+the GEMM add beta V itself; MKL then rounds beta V + dZ^T A once, or (for batches above ~192 rows, where it
+splits the sum over the batch into blocks) adds partial products into C, so the result moves by a few ulps
+a step; docs/benchmark.md gives the measured distances.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from manual_backprop import losses
+from manual_backprop.activations import get_activation
+from manual_backprop.config import MLPConfig
+from manual_backprop.model import MLP, parameter_names
+from manual_backprop.vectorised_exp import vectorised_exp
+
+
+POINTWISE = ("relu", "leaky_relu", "sigmoid", "tanh", "elu", "identity")
+FAST_LOSSES = ("cross_entropy", "mse", "hinge")
+
+
+def check_supported(config: MLPConfig) -> None:
+    """Raise a ValueError naming the setting when the fast path cannot train ``config`` exactly as the reference
+    engine would (those configs train with ``MLP`` + ``manual_backprop.optim``)."""
+    if config.activation not in POINTWISE:
+        raise ValueError(f"activation: the fast path supports {', '.join(POINTWISE)}; got {config.activation!r} "
+                         "(train it with the reference engine)")
+    if config.loss not in FAST_LOSSES:
+        raise ValueError(f"loss: the fast path supports {', '.join(FAST_LOSSES)}; got {config.loss!r} "
+                         "(train it with the reference engine)")
+    if config.output_activation not in POINTWISE + ("softmax",):
+        raise ValueError(f"output_activation: the fast path supports softmax (cross_entropy) and "
+                         f"{', '.join(POINTWISE)}; got {config.output_activation!r}")
+    for name in ("dropout", "input_dropout"):
+        if getattr(config, name, 0.0):
+            raise ValueError(f"{name}: the fast path trains without dropout; got {name}={getattr(config, name)}")
+    if getattr(config, "max_norm", None) is not None:
+        raise ValueError(f"max_norm: the fast path has no max-norm constraint; got max_norm={config.max_norm}")
+
+
+class Workspace:
+    """The buffers of one batch size m, allocated once and reused by every step of that size.
+
+    A[l]: (m, n_l) for each hidden ReLU layer l (1-based): Z_l, then A_l in place, then in the backward the
+          mask sign(A_l), then dZ_l.
+    out: (m, k) the output layer's Z_L; log_probs (m, k); dZ_out (m, k) the loss gradient.
+    dA: flat (m * max hidden width,) the one input gradient alive at a time.
+    dW, db: flat scratch of the largest layer's size, shared by every layer (absent with fuse_velocity).
+    """
+
+    def __init__(self, config: MLPConfig, m: int, fused: bool, relu_hidden: bool):
+        factory = {"dtype": config.torch_dtype, "device": config.torch_device}
+        sizes = config.sizes
+        hidden = sizes[1:-1]
+        self.m = m
+        self.A = {layer: torch.empty(m, sizes[layer], **factory) for layer in range(1, config.num_layers)} \
+            if relu_hidden else {}
+        self.out = torch.empty(m, sizes[-1], **factory)
+        self.dZ_out = torch.empty(m, sizes[-1], **factory)
+        self.dA = torch.empty(m * max(hidden, default=0), **factory) if relu_hidden else None
+        largest = max(sizes[layer] * sizes[layer - 1] for layer in range(1, config.num_layers + 1))
+        self.dW = None if fused else torch.empty(largest, **factory)
+        self.db = torch.empty(max(sizes[1:]), **factory)
+        self.l2_term = torch.empty(largest, **factory) if config.l2 > 0 else None
+        # The nll gradient's nonzero entry, -1/m rounded in the dtype, as the reference's full(-1)/m.
+        self.minus_one_over_m = torch.full((m, 1), -1.0, **factory) / m
+        # A zero of the buffer's shape with stride 0: addcmul onto it turns the mask product's -0.0 (where
+        # dA < 0 and A = 0) into autograd's +0.0 at no memory cost (and faster than a full zeros tensor).
+        self.zero = torch.zeros(1, 1, **factory)
+
+    def nbytes(self) -> int:
+        tensors = [*self.A.values(), self.out, self.dZ_out, self.dA, self.dW, self.db, self.l2_term,
+                   self.minus_one_over_m, self.zero]
+        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
+
+
+class FastTrainer:
+    """Trains ``params`` in place with SGD (momentum optional), one ``step(X, y)`` per batch.
+
+    params: {"W1": (n1, n0), "b1": (n1,), ...} the engine's parameters; updated in place (pass
+        ``MLP.params`` and the MLP sees every update).
+    lr, momentum: the engine SGD's V <- momentum V + G, W <- W - lr V (V_1 = G), or W <- W - lr G when
+        momentum is 0. ``lr`` may be changed between steps (a schedule).
+    fuse_velocity: let the GEMM write the momentum buffer (or, without momentum, the weights) directly; faster
+        and lighter, not bitwise (see the module docstring).
+    cuda_graph: on CUDA, capture the whole step in a CUDA graph after two eager warm-up steps of a batch size,
+        and replay it; a new batch size or a new lr captures again.
+    validate: check each batch as the reference engine does (a NaN/Inf screen of X, the label range). Shape,
+        dtype and device are always checked.
+    """
+
+    def __init__(self, config: MLPConfig, params: dict[str, Tensor], lr: float, momentum: float = 0.0, *,
+                 fuse_velocity: bool = False, cuda_graph: bool = False, validate: bool = True):
+        if not isinstance(config, MLPConfig):
+            raise TypeError(f"config: expected an MLPConfig; got {type(config).__name__}")
+        for name, value in (("lr", lr), ("momentum", momentum)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value == value:
+                raise ValueError(f"{name}: expected a number; got {value!r}")
+        if not lr > 0:
+            raise ValueError(f"lr: expected a learning rate > 0; got {lr}")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"momentum: the fast path supports 0 <= momentum < 1; got {momentum}")
+        if cuda_graph and config.torch_device.type != "cuda":
+            raise ValueError(f"cuda_graph: CUDA graphs need a CUDA device; the config's device is {config.device!r}")
+        check_supported(config)
+        self.config = config
+        self._checker = MLP(config, params)  # checks names, shapes, dtypes and devices, and every batch
+        # Layer l's pointwise pair at index l - 1 (None for softmax, which the cross-entropy path fuses).
+        self.activations = [
+            None if config.layer_activation(layer) == "softmax" else
+            get_activation(config.layer_activation(layer), leaky_slope=config.leaky_slope, elu_alpha=config.elu_alpha)
+            for layer in range(1, config.num_layers + 1)]
+        self.params = self._checker.params
+        self.lr = float(lr)
+        self.momentum = float(momentum)
+        self.fused = bool(fuse_velocity)
+        self.cuda_graph = bool(cuda_graph)
+        self.validate = bool(validate)
+        self._relu_hidden = config.activation == "relu"
+        self._velocity = ({name: torch.zeros_like(tensor) for name, tensor in self.params.items()}
+                          if self.momentum else {})
+        self._velocity_started = False  # V_0 = 0: the first step sets V_1 = G (a copy, as the engine's clone)
+        self._workspaces: dict[int, Workspace] = {}
+        self._graphs = _GraphCache()
+
+    # --- the step -------------------------------------------------------------------------------------------
+
+    def step(self, X: Tensor, y: Tensor) -> Tensor:
+        """One forward, loss, backward and update on the batch (X (m, n0), y (m,) labels or (m, k) mse
+        targets). Returns the 0-dim loss of the batch (before the update), data term plus L2 term."""
+        m = self._check_batch(X, y)
+        with torch.inference_mode():
+            if self.validate:
+                self._checker.check_inputs(X)
+            y = self._checker.check_targets(y, m) if self.validate or self.config.loss == "mse" else y
+            if self.cuda_graph:
+                return self._graphs.step(self, X, y)
+            return self._eager_step(X, y, self._workspace(m))
+
+    def _eager_step(self, X: Tensor, y: Tensor, ws: Workspace) -> Tensor:
+        config, params = self.config, self.params
+        L = config.num_layers
+        loss_penalty = self._l2_penalty() if config.l2 > 0 else None  # from the weights before any update
+
+        # Forward: keep only each layer's A (in place of its Z) and, for other activations, the pair's cache.
+        A, caches, inputs = X, {}, {0: X}
+        for layer in range(1, L):
+            W, b = params[f"W{layer}"], params[f"b{layer}"]
+            if self._relu_hidden:
+                A = torch.addmm(b, A, W.t(), out=ws.A[layer]).relu_()  # the reference's relu(addmm), in place
+            else:
+                A, caches[layer] = self.activations[layer - 1].forward_fn(torch.addmm(b, A, W.t()))
+            inputs[layer] = A
+        Z_out = torch.addmm(params[f"b{L}"], A, params[f"W{L}"].t(), out=ws.out)
+        loss, dZ = self._loss_and_output_delta(Z_out, y, ws, caches)
+        if loss_penalty is not None:
+            loss = loss + loss_penalty
+
+        # Backward, lecture 004's order: dA_{l-1} with the old W_l, then dW_l, db_l, update, free, next layer.
+        for layer in range(L, 0, -1):
+            W = params[f"W{layer}"]
+            A_prev = inputs[layer - 1]
+            dA_prev = None
+            if layer > 1:  # the data X needs no gradient
+                if self._relu_hidden:
+                    dA_prev = torch.mm(dZ, W, out=ws.dA[:dZ.shape[0] * W.shape[1]].view(dZ.shape[0], W.shape[1]))
+                else:
+                    dA_prev = dZ.mm(W)
+            self._update_layer(layer, dZ, A_prev, ws)
+            if layer > 1:
+                if self._relu_hidden:
+                    # A_{l-1} has had its last use (dW_l above): overwrite it with f'(Z) = sign(A) in {0, 1},
+                    # then with dZ = 0 + dA * f'. A multiply, not where(A > 0, dA, 0) as the reference writes it:
+                    # the same numbers (the +0 turns the product's -0.0 into where's +0.0), a vectorised kernel
+                    # instead of a select; differs only where dA is inf or NaN (0 * inf is NaN, not 0).
+                    mask = A_prev.sign_()
+                    dZ = torch.addcmul(ws.zero.expand_as(mask), dA_prev, mask, out=mask)
+                else:
+                    dZ = self.activations[layer - 2].backward_fn(dA_prev, caches[layer - 1])
+        self._velocity_started = True
+        return loss
+
+    def _loss_and_output_delta(self, Z_out: Tensor, y: Tensor, ws: Workspace, caches: dict) -> tuple[Tensor, Tensor]:
+        """(the data loss, dL/dZ_L (m, k)), the reference losses' arithmetic."""
+        config = self.config
+        if config.loss == "cross_entropy":
+            log_probs = torch.log_softmax(Z_out, dim=1)
+            loss = F.nll_loss(log_probs, y)
+            # softmax_cross_entropy_backward: dlog_probs holds -1/m at the labels; its row sum is exactly -1/m,
+            # so the reference's rowsum tensor equals minus_one_over_m. One fused multiply-add per entry.
+            dlog_probs = ws.dZ_out.zero_().scatter_(1, y.unsqueeze(1), ws.minus_one_over_m)
+            dZ = torch.addcmul(dlog_probs, vectorised_exp(log_probs), ws.minus_one_over_m, value=-1, out=dlog_probs)
+            return loss, dZ
+        # mse / hinge: the reference pairs, on A_L = f(Z_L).
+        activation = self.activations[-1]
+        A_out, cache = activation.forward_fn(Z_out)
+        if config.loss == "mse":
+            loss, loss_cache = losses.mse_forward(A_out, y, config.mse_convention)
+            dA_out = losses.mse_backward(loss_cache)
+        else:
+            loss, loss_cache = losses.hinge_forward(A_out, y)
+            dA_out = losses.hinge_backward(loss_cache)
+        return loss, activation.backward_fn(dA_out, cache)
+
+    def _l2_penalty(self) -> Tensor:
+        """losses.l2_forward's value, the same expression."""
+        weights = [self.params[f"W{layer}"] for layer in range(1, self.config.num_layers + 1)]
+        return self.config.l2 * sum((W * W).sum() for W in weights)
+
+    def _update_layer(self, layer: int, dZ: Tensor, A_prev: Tensor, ws: Workspace) -> None:
+        """dW_l = dZ^T A_{l-1}, db_l = sum_i dZ_i, and the SGD update of W_l and b_l, right away."""
+        W, b = self.params[f"W{layer}"], self.params[f"b{layer}"]
+        db = torch.sum(dZ, 0, out=ws.db[:b.shape[0]])
+        l2 = self.config.l2
+        if self.fused:
+            self._fused_weight_update(f"W{layer}", W, dZ, A_prev)
+        else:
+            dW = torch.mm(dZ.t(), A_prev, out=ws.dW[:W.numel()].view_as(W))
+            if l2 > 0:  # the reference's dW + l2 * (2 * W): the penalty's gradient, rounded the same way
+                dW.add_(torch.mul(W, 2, out=ws.l2_term[:W.numel()].view_as(W)).mul_(l2))
+            self._sgd(f"W{layer}", W, dW)
+        self._sgd(f"b{layer}", b, db)
+
+    def _sgd(self, name: str, param: Tensor, gradient: Tensor) -> None:
+        """manual_backprop.optim.SGD.update for one tensor, op for op."""
+        if self.momentum:
+            velocity = self._velocity[name]
+            if self._velocity_started:
+                velocity.mul_(self.momentum).add_(gradient)
+            else:
+                velocity.copy_(gradient)
+            gradient = velocity
+        param.add_(gradient, alpha=-self.lr)
+
+    def _fused_weight_update(self, name: str, W: Tensor, dZ: Tensor, A_prev: Tensor) -> None:
+        """The weight update with the GEMM writing into the velocity (or the weights): no dW tensor."""
+        l2 = self.config.l2
+        if self.momentum:
+            velocity = self._velocity[name]
+            if self._velocity_started:
+                velocity.addmm_(dZ.t(), A_prev, beta=self.momentum)  # V <- beta V + dZ^T A, in the GEMM
+            else:
+                torch.mm(dZ.t(), A_prev, out=velocity)
+            if l2 > 0:
+                velocity.add_(W, alpha=2 * l2)
+            W.add_(velocity, alpha=-self.lr)
+        else:
+            if l2 > 0:  # W - lr (dZ^T A + 2 l2 W) = (1 - 2 lr l2) W - lr dZ^T A
+                W.mul_(1 - 2 * self.lr * l2)
+            W.addmm_(dZ.t(), A_prev, alpha=-self.lr)
+
+    # --- inputs and buffers -----------------------------------------------------------------------------------
+
+    def _check_batch(self, X: Tensor, y: Tensor) -> int:
+        """The cheap checks every step makes (the value scans are ``validate``'s): X and y are tensors on the
+        model's device, X is (m, n0) in the model's dtype."""
+        config = self.config
+        if not isinstance(X, Tensor) or X.dim() != 2 or X.shape[1] != config.sizes[0] or X.shape[0] == 0:
+            shape = tuple(X.shape) if isinstance(X, Tensor) else type(X).__name__
+            raise ValueError(f"X: expected a batch of shape (m >= 1, {config.sizes[0]}); got {shape}")
+        if X.dtype != config.torch_dtype:
+            raise TypeError(f"X: the model is {config.dtype}; got a {X.dtype} batch")
+        if X.device.type != config.torch_device.type:
+            raise ValueError(f"X: the model is on {config.device}; got a batch on {X.device}")
+        if not isinstance(y, Tensor) or y.shape[:1] != X.shape[:1] or y.device != X.device:
+            raise ValueError(f"y: expected {X.shape[0]} targets on {X.device} to match X; got "
+                             f"{tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__}")
+        return X.shape[0]
+
+    def _workspace(self, m: int) -> Workspace:
+        ws = self._workspaces.get(m)
+        if ws is None:
+            ws = self._workspaces[m] = Workspace(self.config, m, self.fused, self._relu_hidden)
+        return ws
+
+    def workspace_bytes(self) -> int:
+        """Bytes held between steps in workspaces (not counting the parameters and the momentum buffers)."""
+        return sum(ws.nbytes() for ws in self._workspaces.values())
+
+    def release_workspaces(self) -> None:
+        """Drop every workspace (and captured graph); the next step allocates its own again."""
+        self._workspaces.clear()
+        self._graphs = _GraphCache()
+
+    # --- optimizer state, in the engine's layouts -------------------------------------------------------------
+
+    def velocity(self) -> dict[str, Tensor]:
+        """{"W1": V_W1, "b1": V_b1, ...} copies of the momentum buffers; {} before the first step or without
+        momentum (the engine's SGD has no buffer then either)."""
+        if not self.momentum or not self._velocity_started:
+            return {}
+        return {name: tensor.clone() for name, tensor in self._velocity.items()}
+
+    def load_velocity(self, velocity: dict[str, Tensor]) -> None:
+        """Restore buffers from :meth:`velocity` (an empty dict: start afresh, V_1 = G)."""
+        if not velocity:
+            self._velocity_started = False
+            return
+        if not self.momentum:
+            raise ValueError("velocity: this trainer has momentum 0 and keeps no momentum buffers")
+        names = parameter_names(self.config)
+        if sorted(velocity) != sorted(names):
+            raise ValueError(f"velocity: expected buffers for exactly {names}; got {sorted(velocity)}")
+        for name in names:
+            saved, own = velocity[name], self._velocity[name]
+            if not isinstance(saved, Tensor) or saved.shape != own.shape:
+                raise ValueError(f"velocity[{name!r}]: expected a tensor of shape {tuple(own.shape)}; got "
+                                 f"{tuple(saved.shape) if isinstance(saved, Tensor) else type(saved).__name__}")
+        with torch.inference_mode():
+            for name in names:
+                self._velocity[name].copy_(velocity[name])
+        self._velocity_started = True
+
+    def optimizer_state(self) -> dict[str, dict[str, Tensor]]:
+        """The momentum buffers in ``manual_backprop.optim.Optimizer.state``'s layout:
+        {"W1": {"momentum_buffer": V}, ...} (empty dicts before the first step or without momentum)."""
+        velocity = self.velocity()
+        return {name: ({"momentum_buffer": velocity[name]} if velocity else {})
+                for name in parameter_names(self.config)}
+
+    def load_optimizer_state(self, state: dict[str, dict[str, Tensor]]) -> None:
+        """Take the buffers from an engine optimizer's ``state`` (e.g. ``SGD.state`` after a resume)."""
+        if not isinstance(state, dict):
+            raise TypeError(f"state: expected {{name: {{'momentum_buffer': tensor}}}}; got {type(state).__name__}")
+        buffers = {name: entries["momentum_buffer"] for name, entries in state.items()
+                   if isinstance(entries, dict) and "momentum_buffer" in entries}
+        if buffers and len(buffers) != len(state):
+            raise ValueError(f"state: momentum buffers for only some parameters ({sorted(buffers)})")
+        self.load_velocity(buffers)
+
+
+class _GraphCache:
+    """CUDA graphs of the eager step, one per batch size (recaptured when the lr changes).
+
+    A graph replays fixed kernels on fixed addresses: X and y are copied into static buffers, the workspace
+    and the parameters are the same tensors every replay, and lr and momentum are baked into the kernels'
+    arguments. The first two steps of a size run eagerly on a side stream (they warm up cuBLAS and set
+    V_1 = G), the third is captured, then replayed.
+    """
+
+    WARMUP_STEPS = 2
+
+    def __init__(self):
+        self.graphs: dict[int, tuple] = {}
+        self.eager_steps: dict[int, int] = {}
+
+    def step(self, trainer: FastTrainer, X: Tensor, y: Tensor) -> Tensor:
+        m = X.shape[0]
+        entry = self.graphs.get(m)
+        if entry is not None and entry[0] != trainer.lr:
+            del self.graphs[m]
+            entry = None
+        if entry is None and self.eager_steps.get(m, 0) < self.WARMUP_STEPS:
+            self.eager_steps[m] = self.eager_steps.get(m, 0) + 1
+            side = torch.cuda.Stream(device=X.device)
+            side.wait_stream(torch.cuda.current_stream(X.device))
+            with torch.cuda.stream(side):
+                loss = trainer._eager_step(X, y, trainer._workspace(m))
+            torch.cuda.current_stream(X.device).wait_stream(side)
+            return loss
+        if entry is None:
+            static_X, static_y = X.clone(), y.clone()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                static_loss = trainer._eager_step(static_X, static_y, trainer._workspace(m))
+            entry = self.graphs[m] = (trainer.lr, graph, static_X, static_y, static_loss)
+        _, graph, static_X, static_y, static_loss = entry
+        static_X.copy_(X)
+        static_y.copy_(y)
+        graph.replay()
+        return static_loss.clone()
