@@ -4,7 +4,8 @@
     python -m experiments.train_mnist --dry-run            # a few batches, for smoke tests
     tensorboard --logdir runs                              # watch both models' curves overlaid
 
-Exit status: 0 on success, 1 when the run fails (data, checkpoint, diverging loss), 2 for bad arguments.
+Exit status: 0 on success, 1 when the run fails (data, checkpoint, diverging loss), 2 for bad arguments,
+130 / 143 when Ctrl-C / SIGTERM stopped it (after a checkpoint it can resume from).
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from pathlib import Path
 
 import torch
 
+from experiments.cli_format import DefaultsOnceFormatter
+from experiments.optimizer_flags import add_optimizer_flags, flag_named_error, optimizer_config, schedule_config
 from experiments.parity import resolve_device
 from manual_backprop.config import HIDDEN_ACTIVATIONS, LOSSES, MSE_CONVENTIONS, MLPConfig
 from mnist_data import STANDARDIZE_MODES, DatasetError, default_data_dir, load_splits
 from torch_reference.checkpoint import CheckpointError
 from torch_reference.run_logging import new_run_dir
-from torch_reference.training import TrainingError, TrainSettings, train
+from torch_reference.training import DRY_RUN_BATCHES, TrainingError, TrainSettings, train
 
 DEFAULT_LOGDIR = Path(__file__).resolve().parent.parent / "runs"
 
@@ -42,21 +45,24 @@ def parse_hidden(text: str) -> tuple[int, ...]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Manual backprop vs autograd on MNIST, side by side.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=DefaultsOnceFormatter)
     p.add_argument("--epochs", type=int, default=10, help="number of epochs to train")
-    p.add_argument("--batch-size", type=int, default=64, help="images per SGD step")
-    p.add_argument("--lr", type=float, default=0.05, help="learning rate")
-    p.add_argument("--momentum", type=float, default=0.9, help="SGD momentum beta (0 for plain SGD)")
+    p.add_argument("--batch-size", type=parse_batch_size, default=64,
+                   help="images per optimizer step, or 'full' for full-batch gradient descent")
     p.add_argument("--hidden", type=parse_hidden, default=(256, 128),
                    help="hidden layer widths, comma-separated ('none' for the softmax classifier)")
     p.add_argument("--activation", choices=HIDDEN_ACTIVATIONS, default="relu", help="hidden activation")
-    p.add_argument("--loss", choices=LOSSES, default="cross_entropy")
+    p.add_argument("--loss", choices=LOSSES, default="cross_entropy",
+                   help="cross_entropy: softmax output; mse: the course's squared error on one-hot labels; "
+                        "hinge: the multiclass SVM loss")
     p.add_argument("--mse-convention", choices=MSE_CONVENTIONS, default="course",
                    help="course: 1/(2m)||Y_hat-Y||^2; mean: PyTorch's MSELoss")
     p.add_argument("--l2", type=float, default=0.0, help="L2 strength on the weights")
     p.add_argument("--seed", type=int, default=0, help="seed for the initial weights and the data order")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto: cuda when a GPU is visible, else cpu")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                   help="float32 is compared bit for bit on the CPU; float64 to 1e-10")
     p.add_argument("--dataset", choices=("mnist", "fashion-mnist", "idx"), default="mnist",
                    help="idx: your own four IDX files (MNIST's format and names) in --data-dir")
     p.add_argument("--data-dir", default=None,
@@ -77,7 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="PATH", default=None, help="continue the run of this checkpoint")
     p.add_argument("--json", metavar="PATH", default=None, help="also write the run summary here")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+    add_optimizer_flags(p)
     return p
+
+
+def parse_batch_size(text: str) -> int | str:
+    """An int, or 'full' (the whole training set in every step, known once the data are loaded)."""
+    if text.strip().lower() == "full":
+        return "full"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of images or 'full'; got {text!r}")
 
 
 def writable_dir(path: Path, flag: str) -> Path:
@@ -101,14 +118,14 @@ def main(argv=None) -> int:
         device = resolve_device(args.device)
         config = MLPConfig(sizes=(784, *args.hidden, 10), activation=args.activation, loss=args.loss,
                            mse_convention=args.mse_convention, l2=args.l2, dtype=args.dtype, device=device)
-        settings = TrainSettings(epochs=epochs, batch_size=args.batch_size, lr=args.lr, momentum=args.momentum,
-                                 seed=args.seed, log_interval=args.log_interval, parity_every=args.parity_every,
-                                 twin=not args.no_twin, dry_run=args.dry_run,
-                                 checkpoint_every=args.checkpoint_every, max_steps=args.max_steps)
+        optimizer = optimizer_config(args)
+        if args.batch_size != "full" and args.batch_size < 1:
+            raise ValueError(f"--batch-size: expected an integer >= 1 or 'full'; got {args.batch_size}")
         if args.limit is not None and args.limit < 1:
             raise ValueError(f"--limit: expected a number of images >= 1; got {args.limit}")
         if args.val_size < 0:
             raise ValueError(f"--val-size: expected a number of images >= 0; got {args.val_size}")
+        schedule_config(args, total_steps=1)  # the flags alone; the cosine length needs the data (below)
         logdir = writable_dir(Path(args.logdir), "--logdir") if args.resume is None else None
     except (ValueError, TypeError) as error:
         parser.error(str(error))
@@ -120,18 +137,40 @@ def main(argv=None) -> int:
         data = load_splits(args.dataset, args.data_dir, device=config.torch_device, dtype=config.torch_dtype,
                            standardize=args.standardize, val_size=args.val_size, limit=args.limit,
                            log=lambda line: print(line, file=sys.stderr, flush=True))
+    except (DatasetError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    n_train = data.train_x.shape[0]
+    batch_size = n_train if args.batch_size == "full" else args.batch_size
+    batches_per_epoch = -(-n_train // batch_size)
+    if args.dry_run:
+        batches_per_epoch = min(batches_per_epoch, DRY_RUN_BATCHES)
+    try:
+        settings = TrainSettings(epochs=epochs, batch_size=batch_size, optimizer=optimizer,
+                                 schedule=schedule_config(args, total_steps=epochs * batches_per_epoch),
+                                 seed=args.seed, log_interval=args.log_interval, parity_every=args.parity_every,
+                                 twin=not args.no_twin, dry_run=args.dry_run,
+                                 checkpoint_every=args.checkpoint_every, max_steps=args.max_steps)
+    except (ValueError, TypeError) as error:
+        parser.error(flag_named_error(error))
+
+    try:
         if args.resume is not None:
             run_dir = Path(args.resume).resolve().parent
         else:
-            run_dir = new_run_dir(logdir, config.slug())
+            run_dir = new_run_dir(logdir, f"{config.slug()}_{optimizer.slug()}")
         description = {"command": "python -m experiments.train_mnist " + " ".join(argv if argv is not None else sys.argv[1:]),
                        "dataset": args.dataset, "data_source": data.source, "standardize": args.standardize,
-                       "val_size": args.val_size, "limit": args.limit, "train_images": data.train_x.shape[0],
-                       **{key: getattr(settings, key) for key in ("epochs", "batch_size", "lr", "momentum", "seed")},
+                       "val_size": args.val_size, "limit": args.limit, "train_images": n_train,
+                       "epochs": settings.epochs, "batch_size": settings.batch_size, "seed": settings.seed,
+                       "optimizer": optimizer.to_dict(), "schedule": settings.schedule.to_dict(),
                        "twin": settings.twin, "torch": torch.__version__, **config.to_dict()}
         log(f"run directory: {run_dir}")
-        log(f"data: {data.name}, {data.train_x.shape[0]} train / {data.val_x.shape[0]} val / {data.test_x.shape[0]} "
-            f"test images ({data.source}); model {config.slug()}, {config.dtype} on {config.device}")
+        log(f"data: {data.name}, {n_train} train / {data.val_x.shape[0]} val / {data.test_x.shape[0]} "
+            f"test images ({data.source}); model {config.slug()}, {config.dtype} on {config.device}; "
+            f"optimizer {optimizer.slug()}, batch {batch_size}"
+            + (f", lr schedule {settings.schedule.name}" if settings.schedule.name != "constant" else "")
+            + (f" after {settings.schedule.warmup_steps} warm-up steps" if settings.schedule.warmup_steps else ""))
         summary = train(config, settings, data, run_dir, description,
                         resume=Path(args.resume) if args.resume else None, log=log, progress=not args.no_progress)
     except (DatasetError, CheckpointError, TrainingError, ValueError) as error:
@@ -148,12 +187,15 @@ def main(argv=None) -> int:
             print(f"error: --json {args.json}: cannot write the summary ({error.strerror})", file=sys.stderr)
             return 1
     print_summary(summary, log)
-    return 0
+    # An interrupted run is not a finished one: exit as shells report a death by that signal (128 + number).
+    return {"SIGINT": 130, "SIGTERM": 143}.get(summary["interrupted"], 0)
 
 
 def print_summary(summary: dict, log) -> None:
     log("")
-    log("summary")
+    log("summary" + (f" (INTERRUPTED by {summary['interrupted']} after {summary['epochs_completed']} complete "
+                     f"epochs: not a final result; continue with --resume {summary['checkpoint']})"
+                     if summary["interrupted"] else ""))
     for model, values in summary["final"].items():
         log(f"  {model:9s} test accuracy {100 * values['test_accuracy']:.2f}%, test loss {values['test_loss']:.4f}")
     parity = summary["parity"]

@@ -87,7 +87,7 @@ def test_resume_is_bitwise_identical_to_an_uninterrupted_run(fake_data, tmp_path
     assert first.returncode == 0, first.stderr
     checkpoint = only_run_dir(tmp_path / "parts") / "checkpoint.pt"
     stopped = load(checkpoint)
-    assert (stopped["epoch"], stopped["batch_in_epoch"], stopped["global_step"]) == (0, 7, 7)
+    assert (stopped["epoch"], stopped["order"]["batch_in_epoch"], stopped["global_step"]) == (0, 7, 7)
     second = train(*parts, "--resume", str(checkpoint))
     assert second.returncode == 0, second.stderr
     resumed = load(checkpoint)
@@ -95,16 +95,17 @@ def test_resume_is_bitwise_identical_to_an_uninterrupted_run(fake_data, tmp_path
     for key in ("engine", "twin"):
         for name, tensor in whole[key].items():
             assert torch.equal(tensor, resumed[key][name]), (key, name)
-    for name, velocity in whole["engine_optimizer"]["velocity"].items():
-        assert torch.equal(velocity, resumed["engine_optimizer"]["velocity"][name])
+    for name, state in whole["engine_optimizer"]["state"].items():
+        assert torch.equal(state["momentum_buffer"], resumed["engine_optimizer"]["state"][name]["momentum_buffer"])
     assert only_run_dir(tmp_path / "parts") == checkpoint.parent  # resumed in the same run directory
 
 
 def test_checkpoint_holds_everything_and_loads_weights_only(fake_data, tmp_path):
     assert train(*common(fake_data, tmp_path / "runs"), "--dry-run").returncode == 0
     state = load(only_run_dir(tmp_path / "runs") / "checkpoint.pt")
-    assert {"engine", "twin", "engine_optimizer", "twin_optimizer", "permutation", "shuffle_generator",
+    assert {"engine", "twin", "engine_optimizer", "twin_optimizer", "engine_schedule", "twin_schedule", "order",
             "torch_rng", "config", "settings"} <= set(state)
+    assert {"permutation", "batch_in_epoch", "generator"} <= set(state["order"])
     assert not list(only_run_dir(tmp_path / "runs").glob(".checkpoint.pt.*"))  # no temporary file left
 
 
@@ -116,7 +117,7 @@ def test_checkpoint_from_a_different_config_is_refused(fake_data, tmp_path):
     assert result.returncode == 1
     assert "checkpoint is from a different config" in result.stderr
     assert "sizes: checkpoint has [784, 256, 128, 10], this run has [784, 64, 10]" in result.stderr
-    assert "lr: checkpoint has 0.05, this run has 0.1" in result.stderr
+    assert "optimizer.lr: checkpoint has 0.05, this run has 0.1" in result.stderr
 
 
 def test_truncated_checkpoint_is_refused(fake_data, tmp_path):
@@ -136,7 +137,7 @@ def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(fake_data, tmp_
                    "--checkpoint-every", "1")
     assert result.returncode == 1
     assert "loss became nan" in result.stderr.lower() or "loss became inf" in result.stderr.lower()
-    assert "the last good checkpoint is" in result.stderr and "Try a smaller --lr" in result.stderr
+    assert "The last good checkpoint is" in result.stderr and "Try a smaller --lr" in result.stderr
     checkpoint = only_run_dir(tmp_path / "runs") / "checkpoint.pt"
     state = load(checkpoint)
     assert all(torch.isfinite(tensor).all() for tensor in state["engine"].values())
@@ -146,15 +147,34 @@ def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(fake_data, tmp_
 @pytest.mark.parametrize("args, status, message", [
     (["--dataset", "cifar"], 2, "invalid choice: 'cifar'"),
     (["--standardize", "yes"], 2, "invalid choice: 'yes'"),
-    (["--batch-size", "0"], 2, "--batch-size: expected an integer >= 1; got 0"),
+    (["--batch-size", "0"], 2, "--batch-size: expected an integer >= 1 or 'full'; got 0"),
+    (["--batch-size", "half"], 2, "expected a number of images or 'full'; got 'half'"),
+    (["--batch-size", "full", "--limit", "0"], 2, "--limit: expected a number of images >= 1; got 0"),
+    (["--lr", "nan"], 2, "--lr: expected a finite learning rate > 0; got nan"),
+    (["--momentum", "1"], 2, "--momentum: expected 0 <= momentum < 1; got 1.0"),
+    (["--optimizer", "adam", "--betas", "0.9,1"], 2, "--betas[1]: expected 0 <= betas[1] < 1; got 1.0"),
+    (["--optimizer", "adam", "--betas", "0.9"], 2, "expected two numbers such as 0.9,0.999"),
+    (["--optimizer", "rmsprop", "--eps", "0"], 2, "--eps: expected eps > 0; got 0.0"),
+    (["--optimizer", "nesterov", "--momentum", "0"], 2, "--momentum: nesterov needs momentum > 0"),
+    (["--optimizer", "adam", "--momentum", "0.9"], 2, "--momentum: adam has no momentum hyperparameter"),
+    (["--lr-schedule", "step", "--lr-step-size", "0"], 2, "--lr-step-size: expected >= 1 step; got 0"),
+    (["--lr-schedule", "multistep"], 2, "--lr-milestones: a multistep schedule needs at least one milestone"),
+    (["--lr-schedule", "exponential", "--lr-gamma", "2"], 2, "--lr-gamma: a exponential schedule needs 0 < gamma <= 1"),
+    (["--lr-schedule", "cosine", "--lr-eta-min", "1"], 2, "--lr-eta-min: a cosine schedule decays from lr=0.05"),
+    (["--warmup-steps", "-3"], 2, "--warmup-steps: expected >= 0; got -3"),
     (["--limit", "0"], 2, "--limit: expected a number of images >= 1; got 0"),
     (["--lr", "-1"], 2, "--lr: expected a finite learning rate > 0"),
     (["--hidden", "256,x"], 2, "expected comma-separated positive ints"),
 ])
-def test_bad_arguments(fake_data, tmp_path, args, status, message):
-    result = train(*common(fake_data, tmp_path / "runs"), *args)
-    assert result.returncode == status, result.stderr
-    assert message in result.stderr
+def test_bad_arguments(fake_data, tmp_path, args, status, message, capsys):
+    """In-process (argument errors need no subprocess): exit status 2 and a message naming the flag."""
+    from experiments.train_mnist import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--no-progress", "--device", "cpu", *common(fake_data, tmp_path / "runs"), *args])
+    stderr = capsys.readouterr().err
+    assert exit_info.value.code == status, stderr
+    assert message in stderr
 
 
 def test_impossible_limit_and_batch_size(fake_data, tmp_path):

@@ -55,8 +55,20 @@ def load_checkpoint(path: Path) -> dict:
     return state
 
 
+def _flat(settings: dict, prefix: str = "") -> dict:
+    """{"optimizer": {"lr": 0.1}} -> {"optimizer.lr": 0.1}, so a difference names the one setting."""
+    flat = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def check_compatible(path: Path, saved: dict, current: dict) -> None:
     """Refuse to resume when anything that shapes the run differs; name every differing setting."""
+    saved, current = _flat(saved), _flat(current)
     differences = [f"{key}: checkpoint has {saved.get(key)!r}, this run has {current.get(key)!r}"
                    for key in sorted(set(saved) | set(current)) if saved.get(key) != current.get(key)]
     if differences:

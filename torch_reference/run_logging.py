@@ -32,6 +32,7 @@ from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 from tensorboard.plugins.hparams import api_pb2 as hparams_api
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, SessionEndInfo, SessionStartInfo
+import torch
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import make_grid
@@ -148,10 +149,18 @@ class RunLogger:
         writer = self.writers.get(model)
         if writer is None:
             return
-        for name, tensor in params.items():
-            writer.add_histogram(f"weights/{name}", tensor.detach().float().cpu(), step)
-        for name, tensor in (grads or {}).items():
-            writer.add_histogram(f"grads/d{name}", tensor.detach().float().cpu(), step)
+        tagged = [(f"weights/{name}", tensor) for name, tensor in params.items()]
+        tagged += [(f"grads/d{name}", tensor) for name, tensor in (grads or {}).items() if tensor is not None]
+        for tag, tensor in tagged:
+            values = tensor.detach().float().cpu()
+            # Non-finite entries, or finite ones beyond TensorBoard's bucket range (about 1e20), make its
+            # histogram fail ("The histogram is empty"); a diverging run is stopped by the training loop, and
+            # such histograms are simply left out.
+            if torch.isfinite(values).all():
+                try:
+                    writer.add_histogram(tag, values, step)
+                except ValueError:
+                    continue
 
     def first_layer_images(self, step: int, W1: Tensor, max_units: int = 64) -> None:
         """The first layer's weight rows as 28x28 tiles, each scaled to its own range."""

@@ -1,14 +1,14 @@
 """Train the engine's MLP and its autograd twin side by side on the same batches, checking parity as they go.
 
-Both models start from the same weights, see the same batches in the same order (one shuffling generator),
-and each has its own optimizer: the engine's SGD and torch.optim.SGD with the same settings. Every
-``parity_every`` steps the step's gradients are compared tensor by tensor and the two models' weights after
-the update; on the CPU both are expected to stay bitwise equal for the whole run.
+The pieces: ``BatchOrder`` (which images each step sees), ``ModelPair`` (both models, each with its own optimizer
+and schedule built from one shared config), ``RunLogger`` (TensorBoard), ``checkpoint`` (atomic files) and
+``ParityTally``; this module holds the settings and the loop that drives them. Every ``parity_every`` steps the
+step's values and gradients are compared tensor by tensor, and after the update the weights, every optimizer
+state tensor and the learning rate; on the CPU all are expected to stay bitwise equal for the whole run.
 """
 
 from __future__ import annotations
 
-import math
 import signal
 import threading
 import time
@@ -21,38 +21,52 @@ from torch import Tensor
 
 from manual_backprop.config import MLPConfig
 from mnist_data import DatasetSplits
-from manual_backprop.model import MLP, init_parameters
-from manual_backprop.optim import SGD
-from torch_reference.checkpoint import CHECKPOINT_NAME, check_compatible, load_checkpoint, save_checkpoint
-from torch_reference.compare import compare_records, compare_tensors, policy_for
+from manual_backprop.optim_config import OptimizerConfig, ScheduleConfig
+from torch_reference.batch_order import BatchOrder
+from torch_reference.checkpoint import (CHECKPOINT_NAME, CheckpointError, check_compatible, load_checkpoint,
+                                        save_checkpoint)
+from torch_reference.compare import policy_for
+from torch_reference.evaluation import evaluate_engine, evaluate_twin
+from torch_reference.model_pair import DivergenceError, ModelPair, non_finite_parameter
+from torch_reference.parity_tally import ParityTally
 from torch_reference.run_logging import RunLogger
-from torch_reference.twin import TwinMLP
 
 DRY_RUN_BATCHES = 3
 DRY_RUN_EVAL_IMAGES = 512
 
 
 class DeferredInterrupt:
-    """While active, a first Ctrl-C only sets ``requested``; the loop stops after the current step with a
-    checkpoint, so both models are saved in a consistent state. A second Ctrl-C interrupts at once."""
+    """While active, a first Ctrl-C (SIGINT) or SIGTERM (what ``timeout``, ``docker stop`` and batch schedulers
+    send) only records the signal; the loop stops after the current step with a checkpoint, so both models are
+    saved in a consistent state. A second signal of the same kind acts at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
-        self.requested = False
-        self._previous = None
+        self.signal_number: int | None = None
+        self._previous: dict = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signal_number is not None
+
+    @property
+    def signal_name(self) -> str | None:
+        return signal.Signals(self.signal_number).name if self.signal_number is not None else None
 
     def _handle(self, signum, frame):
-        self.requested = True
-        signal.signal(signal.SIGINT, self._previous)
+        self.signal_number = signum
+        signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {number: signal.signal(number, self._handle) for number in self.SIGNALS}
         return self
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
-            self._previous = None
+        for number, previous in self._previous.items():
+            signal.signal(number, previous)
+        self._previous = {}
         return False
 
 
@@ -66,8 +80,8 @@ class TrainSettings:
 
     epochs: int = 10
     batch_size: int = 64
-    lr: float = 0.05
-    momentum: float = 0.9
+    optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig("momentum", lr=0.05, momentum=0.9))
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     seed: int = 0
     log_interval: int = 100
     parity_every: int = 100
@@ -79,118 +93,44 @@ class TrainSettings:
     def __post_init__(self):
         for name in ("epochs", "batch_size", "log_interval", "parity_every"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"--{name.replace('_', '-')}: expected an integer >= 1; got {value!r}")
         if self.checkpoint_every < 0:
             raise ValueError(f"--checkpoint-every: expected an integer >= 0; got {self.checkpoint_every}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"--max-steps: expected an integer >= 1; got {self.max_steps}")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise ValueError(f"--lr: expected a finite learning rate > 0; got {self.lr}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"--momentum: expected 0 <= momentum < 1; got {self.momentum}")
+        if not isinstance(self.optimizer, OptimizerConfig) or not isinstance(self.schedule, ScheduleConfig):
+            raise TypeError("optimizer, schedule: expected an OptimizerConfig and a ScheduleConfig")
+        self.schedule.check_against(self.optimizer.lr)
 
     def identity(self) -> dict:
         """The settings a resumed run must share with its checkpoint (epochs and logging may change)."""
-        return {key: getattr(self, key) for key in ("batch_size", "lr", "momentum", "seed", "twin", "dry_run")}
+        return {"batch_size": self.batch_size, "optimizer": self.optimizer.to_dict(),
+                "schedule": self.schedule.to_dict(), "seed": self.seed, "twin": self.twin, "dry_run": self.dry_run}
 
-
-@dataclass
-class ParityTally:
-    """Worst parity seen per tensor over the run, and how many checks were bitwise equal throughout."""
-
-    checks: int = 0
-    bitwise_checks: int = 0
-    worst: dict = field(default_factory=dict)  # "layer1.dW" -> {"max_abs", "max_rel", "max_ulp"}
-    worst_weight_diff: float = 0.0
-    failed_checks: int = 0
-
-    def add(self, rows, weight_rows) -> bool:
-        self.checks += 1
-        bitwise = all(row.exact for row in rows) and all(row.exact for row in weight_rows)
-        self.bitwise_checks += bitwise
-        self.failed_checks += not all(row.passed for row in [*rows, *weight_rows])
-        for row in [*rows, *weight_rows]:
-            key = f"layer{row.layer}.{row.name}" if row.layer != "loss" else "loss"
-            seen = self.worst.setdefault(key, {"max_abs": 0.0, "max_rel": 0.0, "max_ulp": 0.0})
-            for metric in seen:
-                seen[metric] = max(seen[metric], getattr(row, metric))
-        self.worst_weight_diff = max([self.worst_weight_diff, *(row.max_abs for row in weight_rows)])
-        return bitwise
-
-    def worst_line(self) -> str:
-        if not self.checks:
-            return "no parity check yet"
-        key, metrics = max(self.worst.items(), key=lambda item: (item[1]["max_ulp"], item[1]["max_abs"]))
-        if metrics["max_ulp"] == 0:
-            return f"all {self.checks} checks bitwise equal"
-        return (f"{self.bitwise_checks}/{self.checks} checks bitwise equal, worst {key}: "
-                f"{metrics['max_ulp']:.0f} ulp, max rel {metrics['max_rel']:.2e}")
-
-
-@dataclass
-class Evaluation:
-    loss: float
-    accuracy: float
-    predictions: Tensor
-
-
-def evaluate_engine(engine: MLP, X: Tensor, y: Tensor) -> Evaluation:
-    with torch.inference_mode():
-        cache = engine.forward_pass(X, y)
-        outputs = cache.Z[-1] if engine.config.output_activation == "softmax" else cache.A[-1]
-        predictions = outputs.argmax(dim=1)
-        return Evaluation(cache.loss.item(), (predictions == y).double().mean().item(), predictions)
-
-
-def evaluate_twin(twin: TwinMLP, X: Tensor, y: Tensor) -> Evaluation:
-    with torch.no_grad():
-        outputs = twin(X)
-        loss = twin.loss(outputs, y)
-        if twin.config.l2 > 0:
-            loss = loss + twin.l2_penalty()
-        predictions = outputs.argmax(dim=1)
-        return Evaluation(loss.item(), (predictions == y).double().mean().item(), predictions)
-
-
-def weight_rows(engine: MLP, twin: TwinMLP, policy):
-    """Compare the two models' parameters, name by name, after an update."""
-    twin_params = twin.engine_parameters()
-    return [compare_tensors(int(name[1:]), name[0], engine.params[name], twin_params[name].detach(), policy)
-            for name in engine.params]
+    def hparams(self) -> dict:
+        """Flat hyperparameters for TensorBoard's HPARAMS tab: the optimizer's by torch.optim's names."""
+        flat = {"optimizer": self.optimizer.name, **{key: (str(value) if isinstance(value, tuple) else value)
+                                                      for key, value in self.optimizer.hyperparameters().items()},
+                "lr_schedule": self.schedule.name, "warmup_steps": self.schedule.warmup_steps}
+        return {**flat, "batch_size": self.batch_size, "seed": self.seed, "epochs": self.epochs}
 
 
 class SideBySideRun:
-    """One training run: data, both models and optimizers, the shuffling generator, logging and checkpoints."""
+    """One training run: the data order, the model pair, logging and checkpoints, and the loop that drives them."""
 
     def __init__(self, config: MLPConfig, settings: TrainSettings, data: DatasetSplits, run_dir: Path,
                  description: dict, log: Callable[[str], None] = print, progress: bool = True):
         self.config, self.settings, self.data = config, settings, data
         self.run_dir, self.description, self.log, self.progress = Path(run_dir), description, log, progress
-        n_train = data.train_x.shape[0]
-        if settings.batch_size > n_train:
-            raise ValueError(f"--batch-size: {settings.batch_size} is larger than the {n_train} training images")
-        self.batches_per_epoch = math.ceil(n_train / settings.batch_size)
-        if settings.dry_run:
-            self.batches_per_epoch = min(self.batches_per_epoch, DRY_RUN_BATCHES)
-
-        self.shuffle = torch.Generator().manual_seed(settings.seed)
-        init_generator = torch.Generator().manual_seed(settings.seed)
-        self.engine = MLP(config, init_parameters(config, init_generator))
-        self.engine_optimizer = SGD(self.engine.params, lr=settings.lr, momentum=settings.momentum)
-        self.twin = self.twin_optimizer = None
-        if settings.twin:
-            self.twin = TwinMLP.from_engine(config, self.engine.params)
-            # foreach=False: the per-tensor loop, whose arithmetic the engine's SGD reproduces (the default on
-            # CUDA is the multi-tensor path).
-            self.twin_optimizer = torch.optim.SGD(self.twin.parameters(), lr=settings.lr,
-                                                  momentum=settings.momentum, foreach=False)
+        self.order = BatchOrder(data.train_x.shape[0], settings.batch_size, settings.seed,
+                                DRY_RUN_BATCHES if settings.dry_run else None)
+        self.batches_per_epoch = self.order.batches_per_epoch
+        self.models = ModelPair(config, settings.optimizer, settings.schedule, settings.seed, twin=settings.twin)
         self.policy = policy_for(config.torch_dtype)
         self.tally = ParityTally()
         self.epoch = 0  # epochs completed
-        self.batch_in_epoch = 0  # batches done in the current epoch
         self.global_step = 0
-        self.permutation: Tensor | None = None
         self.history: list[dict] = []
         self.elapsed = 0.0
         self.last_checkpoint: Path | None = None
@@ -199,6 +139,14 @@ class SideBySideRun:
         self.interrupt = DeferredInterrupt()
         self.interval_losses = {"manual": [], "autograd": []}  # losses since the last loss/train point
         self.epoch_losses = {"manual": [], "autograd": []}  # losses of the current epoch
+
+    @property
+    def engine(self):
+        return self.models.engine
+
+    @property
+    def twin(self):
+        return self.models.twin
 
     # --- checkpoints ---------------------------------------------------------------------------------------
 
@@ -211,19 +159,14 @@ class SideBySideRun:
         return self.run_dir / CHECKPOINT_NAME
 
     def state(self) -> dict:
-        cpu = lambda tensors: {name: tensor.detach().cpu() for name, tensor in tensors.items()}
-        engine_optimizer = self.engine_optimizer.state_dict()
-        state = {
+        return {
             "config": self.config.to_dict(),
             "settings": self.settings.identity(),
             "data": self.data_identity(),
-            "engine": cpu(self.engine.params),
-            "engine_optimizer": {**engine_optimizer, "velocity": cpu(engine_optimizer["velocity"])},
+            **self.models.state_dict(),
             "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch,
             "global_step": self.global_step,
-            "permutation": self.permutation.cpu() if self.permutation is not None else torch.empty(0, dtype=torch.int64),
-            "shuffle_generator": self.shuffle.get_state(),
+            "order": self.order.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "tally": asdict(self.tally),
             "history": self.history,
@@ -232,13 +175,13 @@ class SideBySideRun:
             "interval_losses": self.interval_losses,
             "epoch_losses": self.epoch_losses,
         }
-        if self.twin is not None:
-            state["twin"] = {key: value.detach().cpu() for key, value in self.twin.state_dict().items()}
-            state["twin_optimizer"] = self.twin_optimizer.state_dict()
-        return state
 
     def save(self) -> Path:
         path = self.checkpoint_path()
+        for model, params in (("manual", self.engine.params), ("autograd", self.models.twin_params())):
+            bad = non_finite_parameter(params)
+            if bad:  # never replace a good checkpoint with a diverged state
+                raise TrainingError(f"refusing to write {path}: the {model} model's {bad} is not finite")
         save_checkpoint(path, self.state())
         self.last_checkpoint, self.saved_step = path, self.global_step
         return path
@@ -247,17 +190,12 @@ class SideBySideRun:
         state = load_checkpoint(path)
         check_compatible(path, {**state["config"], **state["settings"], **state["data"]},
                          {**self.config.to_dict(), **self.settings.identity(), **self.data_identity()})
-        device = self.config.torch_device
-        for name, tensor in state["engine"].items():
-            self.engine.params[name].copy_(tensor.to(device))
-        self.engine_optimizer.load_state_dict(state["engine_optimizer"])
-        if self.twin is not None:
-            self.twin.load_state_dict(state["twin"])
-            self.twin_optimizer.load_state_dict(state["twin_optimizer"])
-        self.epoch, self.batch_in_epoch = state["epoch"], state["batch_in_epoch"]
-        self.global_step = state["global_step"]
-        self.permutation = state["permutation"] if state["permutation"].numel() else None
-        self.shuffle.set_state(state["shuffle_generator"])
+        try:
+            self.models.load_state_dict(state)
+            self.order.load_state_dict(state["order"])
+        except (KeyError, ValueError, RuntimeError) as error:
+            raise CheckpointError(f"--resume {path}: the checkpoint does not fit this run ({error})") from error
+        self.epoch, self.global_step = state["epoch"], state["global_step"]
         torch.set_rng_state(state["torch_rng"])
         self.tally = ParityTally(**state["tally"])
         self.history = list(state["history"])
@@ -270,33 +208,23 @@ class SideBySideRun:
 
     def step(self, X: Tensor, y: Tensor, logger: RunLogger) -> tuple[float, float | None]:
         """One optimizer step of each model on the same batch; returns the two losses."""
-        with torch.inference_mode():
-            record = self.engine.loss_and_gradients(X, y)
-        twin_record = self.twin.loss_and_gradients(X, y) if self.twin is not None else None
-        engine_loss = record.loss.item()
-        twin_loss = twin_record.loss.item() if twin_record is not None else None
-        for model, loss in (("manual", engine_loss), ("autograd", twin_loss)):
-            if loss is not None and not math.isfinite(loss):
-                kept = (f"the last good checkpoint is {self.last_checkpoint} (step {self.saved_step})"
-                        if self.last_checkpoint else "no checkpoint had been written yet")
-                raise TrainingError(
-                    f"the {model} model's loss became {loss} at epoch {self.epoch + 1}, step {self.global_step + 1}; "
-                    f"stopping without updating the weights. {kept}. Try a smaller --lr.")
-        grads = record.gradients()
-        with torch.inference_mode():
-            self.engine_optimizer.step(grads)
-        if self.twin is not None:
-            self.twin_optimizer.step()
+        lr = self.models.lr
+        try:
+            result = self.models.step(X, y)
+        except DivergenceError as error:
+            kept = (f"The last good checkpoint is {self.last_checkpoint} (step {self.saved_step})"
+                    if self.last_checkpoint else "No checkpoint had been written yet")
+            raise TrainingError(f"{error} at epoch {self.epoch + 1}, step {self.global_step + 1} (lr {lr:g}). "
+                                f"{kept}. Try a smaller --lr.") from error
         self.global_step += 1
-
         if self.twin is not None and (self.global_step % self.settings.parity_every == 0 or self.global_step == 1):
-            rows = compare_records(record, twin_record, self.policy).rows
-            weights = weight_rows(self.engine, self.twin, self.policy)
-            bitwise = self.tally.add(rows, weights)
-            logger.parity(self.global_step, rows, {f"{row.name}{row.layer}": row.max_abs for row in weights}, bitwise,
-                          weight_rows=weights)
-        self.last_grads = grads
-        return engine_loss, twin_loss
+            rows, after = self.models.compare(result, self.policy)
+            bitwise = self.tally.add(rows, after)
+            weights = {f"{row.name}{row.layer}": row.max_abs for row in after if row.name in ("W", "b")}
+            logger.parity(self.global_step, rows, weights, bitwise, weight_rows=after)
+        self.last_grads = result.engine_record.gradients()
+        self.last_lr = lr
+        return result.engine_loss, result.twin_loss
 
     def run(self, logger: RunLogger) -> dict:
         with self.interrupt:
@@ -305,24 +233,18 @@ class SideBySideRun:
     def _run(self, logger: RunLogger) -> dict:
         from tqdm import tqdm
 
-        settings = self.settings
-        n_train = self.data.train_x.shape[0]
+        settings, order = self.settings, self.order
         started = time.perf_counter() - self.elapsed
         while self.epoch < settings.epochs:
-            if self.permutation is None or self.batch_in_epoch >= self.batches_per_epoch:
-                self.permutation = torch.randperm(n_train, generator=self.shuffle)
-                self.batch_in_epoch = 0
+            if order.start_epoch_if_needed():
                 self.epoch_losses = {"manual": [], "autograd": []}
-            order = self.permutation.to(self.data.train_x.device)
-            bar = tqdm(total=self.batches_per_epoch, initial=self.batch_in_epoch, disable=not self.progress,
+            bar = tqdm(total=self.batches_per_epoch, initial=order.batch_in_epoch, disable=not self.progress,
                        desc=f"epoch {self.epoch + 1}/{settings.epochs}", unit="batch", leave=False)
             epoch_started = time.perf_counter()
             images_this_epoch = 0
-            while self.batch_in_epoch < self.batches_per_epoch:
-                start = self.batch_in_epoch * settings.batch_size
-                index = order[start:start + settings.batch_size]
+            while not order.epoch_finished:
+                index = order.next_batch().to(self.data.train_x.device)
                 engine_loss, twin_loss = self.step(self.data.train_x[index], self.data.train_y[index], logger)
-                self.batch_in_epoch += 1
                 images_this_epoch += index.numel()
                 for model, loss in (("manual", engine_loss), ("autograd", twin_loss)):
                     if loss is not None:
@@ -331,7 +253,8 @@ class SideBySideRun:
                 if self.global_step % settings.log_interval == 0:
                     for model, losses in self.interval_losses.items():
                         if losses:
-                            logger.scalars(model, self.global_step, {"loss/train": sum(losses) / len(losses)})
+                            logger.scalars(model, self.global_step, {"loss/train": sum(losses) / len(losses),
+                                                                     "lr": self.last_lr})
                     self.interval_losses = {"manual": [], "autograd": []}
                 bar.update(1)
                 rate = images_this_epoch / max(time.perf_counter() - epoch_started, 1e-9)
@@ -339,7 +262,7 @@ class SideBySideRun:
 
                 # The end of an epoch comes before any stop, so a checkpoint never holds a finished epoch
                 # that was not counted and evaluated.
-                epoch_done = self.batch_in_epoch == self.batches_per_epoch
+                epoch_done = order.epoch_finished
                 if epoch_done:
                     bar.close()
                     self.epoch += 1
@@ -348,7 +271,7 @@ class SideBySideRun:
                 if settings.max_steps is not None and self.global_step >= settings.max_steps:
                     stop = f"stopped after --max-steps {settings.max_steps}"
                 elif self.interrupt.requested:
-                    stop = "interrupted"
+                    stop = f"interrupted by {self.interrupt.signal_name}"
                 if stop or epoch_done or (settings.checkpoint_every and self.global_step % settings.checkpoint_every == 0):
                     self.elapsed = time.perf_counter() - started
                     self.save()
@@ -405,6 +328,10 @@ class SideBySideRun:
             "epochs_completed": self.epoch,
             "steps": self.global_step,
             "stopped_early": stopped_early,
+            "interrupted": self.interrupt.signal_name,  # "SIGINT" or "SIGTERM" when a signal stopped the run
+            "optimizer": self.settings.optimizer.to_dict(),
+            "schedule": self.settings.schedule.to_dict(),
+            "final_lr": self.models.lr,
             "seconds": round(self.elapsed, 3),
             "final": final,
             "history": self.history,
@@ -436,7 +363,7 @@ def train(config: MLPConfig, settings: TrainSettings, data: DatasetSplits, run_d
             logger.config_text(description)
         summary = run.run(logger)
         if not summary["stopped_early"]:
-            hparams = {**config.to_dict(), **settings.identity(), "epochs": settings.epochs}
+            hparams = {**config.to_dict(), **settings.hparams()}
             logger.hparams(hparams, {model: {"test_accuracy": values["test_accuracy"], "test_loss": values["test_loss"]}
                                      for model, values in summary["final"].items()})
     finally:

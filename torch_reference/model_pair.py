@@ -1,0 +1,151 @@
+"""The two models of a side-by-side run, each with its own optimizer and learning-rate schedule.
+
+The engine (hand-written backprop, ``manual_backprop.optim``, ``manual_backprop.schedules``) and the twin
+(autograd, ``torch.optim``, ``torch.optim.lr_scheduler``) start from the same weights and are built from the same
+``MLPConfig``, ``OptimizerConfig`` and ``ScheduleConfig``. :meth:`ModelPair.step` takes one step of each on the
+same batch; :meth:`ModelPair.compare` reports how far apart they are, tensor by tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from manual_backprop.config import MLPConfig
+from manual_backprop.model import MLP, init_parameters
+from manual_backprop.optim import build_optimizer
+from manual_backprop.optim_config import OptimizerConfig, ScheduleConfig
+from manual_backprop.record import Record
+from manual_backprop.schedules import LRSchedule
+from torch_reference.compare import compare_records
+from torch_reference.optim_parity import lr_row, state_rows, weight_rows
+from torch_reference.optim_twin import (build_torch_optimizer, build_torch_schedule, current_lr, load_schedule_state,
+                                        schedule_state)
+from torch_reference.twin import TwinMLP
+
+
+class DivergenceError(Exception):
+    """A model's loss or weights stopped being finite; the message says which and when."""
+
+
+@dataclass
+class StepResult:
+    engine_record: Record
+    twin_record: Record | None
+    engine_loss: float
+    twin_loss: float | None
+
+
+class ModelPair:
+    """The engine and (with ``twin=True``) its autograd twin, with their optimizers and schedules."""
+
+    def __init__(self, config: MLPConfig, optimizer: OptimizerConfig, schedule: ScheduleConfig, seed: int,
+                 twin: bool = True):
+        self.config, self.optimizer_config, self.schedule_config = config, optimizer, schedule
+        self.engine = MLP(config, init_parameters(config, torch.Generator().manual_seed(seed)))
+        self.engine_optimizer = build_optimizer(optimizer, self.engine.params)
+        self.engine_schedule = LRSchedule(schedule, optimizer.lr)
+        self.twin = self.twin_optimizer = self.twin_schedule = None
+        if twin:
+            self.twin = TwinMLP.from_engine(config, self.engine.params)
+            # foreach=False: the per-tensor loop, whose arithmetic the engine's optimizers reproduce (the default
+            # on CUDA is the multi-tensor path).
+            self.twin_optimizer = build_torch_optimizer(optimizer, self.twin.engine_parameters(), foreach=False)
+            self.twin_schedule = build_torch_schedule(schedule, self.twin_optimizer)
+
+    @property
+    def lr(self) -> float:
+        """The learning rate of the next step."""
+        return self.engine_schedule.lr
+
+    def step(self, X: Tensor, y: Tensor) -> StepResult:
+        """Forward, backward and update of both models on the same batch, then a schedule step of each.
+
+        A non-finite loss stops before any update; non-finite weights after the update stop too (the hinge loss,
+        for one, stays finite while its margins overflow), so a diverged state never reaches a checkpoint.
+        """
+        self.engine_optimizer.lr = self.engine_schedule.lr
+        with torch.inference_mode():
+            record = self.engine.loss_and_gradients(X, y)
+        twin_record = self.twin.loss_and_gradients(X, y) if self.twin is not None else None
+        result = StepResult(record, twin_record, record.loss.item(),
+                            twin_record.loss.item() if twin_record is not None else None)
+        for model, loss, model_record in (("manual", result.engine_loss, record),
+                                          ("autograd", result.twin_loss, twin_record)):
+            if loss is None:
+                continue
+            if not math.isfinite(loss):
+                raise DivergenceError(f"the {model} model's loss became {loss}; stopping without updating the weights")
+            # The loss alone can hide an overflow: the hinge loss turns NaN margins into 0.
+            bad = non_finite_parameter({"output scores Z": model_record.layers[-1]["Z"],
+                                        **{f"gradient d{name}": grad for name, grad in model_record.gradients().items()}})
+            if bad:
+                raise DivergenceError(f"the {model} model's {bad} became non-finite (an overflow: the loss is still "
+                                      f"{loss}); stopping without updating the weights")
+        with torch.inference_mode():
+            self.engine_optimizer.step(record.gradients())
+        self.engine_schedule.step()
+        if self.twin is not None:
+            self.twin_optimizer.step()
+            if self.twin_schedule is not None:
+                self.twin_schedule.step()
+        for model, params in (("manual", self.engine.params), ("autograd", self.twin_params())):
+            bad = non_finite_parameter(params)
+            if bad:
+                raise DivergenceError(f"the {model} model's {bad} became non-finite in the update (the loss before "
+                                      f"it was {result.engine_loss if model == 'manual' else result.twin_loss})")
+        return result
+
+    def twin_params(self) -> dict[str, Tensor]:
+        return {name: tensor.detach() for name, tensor in self.twin.engine_parameters().items()} if self.twin else {}
+
+    def compare(self, result: StepResult, policy) -> tuple[list, list]:
+        """(the step's loss, value and gradient rows; the weight, optimizer-state and lr rows after the update)."""
+        rows = compare_records(result.engine_record, result.twin_record, policy).rows
+        twin_params = self.twin.engine_parameters()
+        after = weight_rows(self.engine.params, twin_params, policy)
+        after += state_rows(self.engine_optimizer, self.twin_optimizer, twin_params, policy)
+        after.append(lr_row(0, self.engine_schedule.lr, current_lr(self.twin_optimizer)))
+        return rows, after
+
+    # --- checkpoints -------------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        state = {"engine": {name: tensor.detach().cpu().clone() for name, tensor in self.engine.params.items()},
+                 "engine_optimizer": self.engine_optimizer.state_dict(),
+                 "engine_schedule": self.engine_schedule.state_dict()}
+        if self.twin is not None:
+            state["twin"] = {key: value.detach().cpu().clone() for key, value in self.twin.state_dict().items()}
+            state["twin_optimizer"] = self.twin_optimizer.state_dict()
+            state["twin_schedule"] = schedule_state(self.twin_schedule)
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore both models; shapes and names are checked by the models and optimizers themselves."""
+        device = self.config.torch_device
+        if sorted(state["engine"]) != sorted(self.engine.params):
+            raise ValueError(f"engine: expected parameters {sorted(self.engine.params)}; got {sorted(state['engine'])}")
+        for name, tensor in state["engine"].items():
+            if tensor.shape != self.engine.params[name].shape or tensor.dtype != self.engine.params[name].dtype:
+                raise ValueError(f"engine.{name}: expected {self.config.dtype} of shape "
+                                 f"{tuple(self.engine.params[name].shape)}; got {tensor.dtype} {tuple(tensor.shape)}")
+        for name, tensor in state["engine"].items():
+            self.engine.params[name].copy_(tensor.to(device))
+        self.engine_optimizer.load_state_dict(state["engine_optimizer"])
+        self.engine_schedule.load_state_dict(state["engine_schedule"])
+        if self.twin is not None:
+            self.twin.load_state_dict(state["twin"])
+            self.twin_optimizer.load_state_dict(state["twin_optimizer"])
+            load_schedule_state(self.twin_schedule, state["twin_schedule"])
+
+
+def non_finite_parameter(params: dict[str, Tensor]) -> str | None:
+    """The name of the first parameter holding NaN or Inf, or None. One sum per tensor: NaN and Inf propagate
+    into it (a finite tensor whose sum overflows is then checked entry by entry)."""
+    for name, tensor in params.items():
+        if not torch.isfinite(tensor.sum()) and not torch.isfinite(tensor).all():
+            return name
+    return None
