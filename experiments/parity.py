@@ -1,6 +1,8 @@
 """Compare the hand-written backprop with autograd, tensor by tensor, on one batch.
 
     python -m experiments.parity --sizes 784,256,128,10 --activation relu --loss cross_entropy
+    python -m experiments.parity --activation maxout --maxout-pieces 3 --dropout 0.5 --input-dropout 0.2 \
+        --max-norm 2 --init kaiming_uniform --input-grad --exact
 
 Exit status: 0 when every tensor is within the tolerance policy, 1 when not, 2 for bad arguments.
 """
@@ -12,7 +14,7 @@ import sys
 
 import torch
 
-from manual_backprop.config import HIDDEN_ACTIVATIONS, LOSSES, MSE_CONVENTIONS, OUTPUT_ACTIVATIONS, MLPConfig
+from manual_backprop.config import HIDDEN_ACTIVATIONS, INITS, LOSSES, MSE_CONVENTIONS, OUTPUT_ACTIVATIONS, MLPConfig
 from torch_reference.parity import run_parity
 
 
@@ -50,6 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mse-convention", choices=MSE_CONVENTIONS, default="course",
                         help="course: 1/(2m)||Y_hat-Y||^2; mean: PyTorch's MSELoss")
     parser.add_argument("--l2", type=float, default=0.0, help="L2 strength on the weights")
+    parser.add_argument("--maxout-pieces", type=int, default=2, metavar="K",
+                        help="pieces per unit with --activation maxout")
+    parser.add_argument("--dropout", type=float, default=0.0,
+                        help="drop probability of the hidden units (the pass is a training pass; both sides "
+                             "draw the same masks)")
+    parser.add_argument("--input-dropout", type=float, default=0.0, help="drop probability of the input pixels")
+    parser.add_argument("--max-norm", type=float, default=None, metavar="C",
+                        help="apply the max-norm constraint (rows of every W to norm <= C) to both sides' initial "
+                             "weights first and compare the constrained weights too")
+    parser.add_argument("--init", choices=INITS, default="torch_linear", help="weight initialisation")
+    parser.add_argument("--input-grad", action="store_true", help="also compare dL/dX (layer 0, dX)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
@@ -69,12 +82,13 @@ def main(argv=None) -> int:
     try:
         config = MLPConfig(sizes=args.sizes, activation=args.activation, output_activation=args.output_activation,
                            leaky_slope=args.leaky_slope, elu_alpha=args.elu_alpha, loss=args.loss,
-                           mse_convention=args.mse_convention, l2=args.l2, dtype=args.dtype,
-                           device=resolve_device(args.device))
+                           mse_convention=args.mse_convention, l2=args.l2, maxout_pieces=args.maxout_pieces,
+                           dropout=args.dropout, input_dropout=args.input_dropout, max_norm=args.max_norm,
+                           init=args.init, dtype=args.dtype, device=resolve_device(args.device))
     except (ValueError, TypeError) as error:
         parser.error(str(error))
     report = run_parity(config, batch_size=args.batch_size, seed=args.seed, numeric=args.numeric,
-                        require_exact=args.exact)
+                        require_exact=args.exact, input_grad=args.input_grad)
     print(f"config: {config.slug()}, {config.dtype} on {config.device}, batch {args.batch_size}, seed {args.seed}")
     print(report.table())
     if args.json:

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from manual_backprop.maxout import make_maxout
 from manual_backprop.vectorised_exp import vectorised_exp
 
 
@@ -109,12 +110,17 @@ class Activation(NamedTuple):
     forward_fn: Callable[[Tensor], tuple[Tensor, object]]
     backward_fn: Callable[[Tensor, object], Tensor]
     # Whether f' jumps at z = 0. Finite differences across a jump are meaningless, so the numeric oracle
-    # skips the entries whose perturbation moves some z across 0.
+    # skips the entries whose perturbation moves some z across 0. (Maxout's kinks are where the winning
+    # piece changes; the model's kink_pattern handles it from the cache.)
     has_kink: bool
 
 
-def get_activation(name: str, *, leaky_slope: float = 0.1, elu_alpha: float = 1.0) -> Activation:
-    """The forward/backward pair for a hidden or output activation name (softmax is fused into the loss)."""
+def get_activation(name: str, *, leaky_slope: float = 0.1, elu_alpha: float = 1.0,
+                   maxout_pieces: int = 2) -> Activation:
+    """The forward/backward pair for a hidden or output activation name (softmax is fused into the loss).
+
+    Maxout maps (m, n * k) pre-activations to (m, n) outputs (maxout.py); the others are pointwise.
+    """
     if name == "relu":
         return Activation(name, relu_forward, relu_backward, True)
     if name == "leaky_relu":
@@ -127,6 +133,8 @@ def get_activation(name: str, *, leaky_slope: float = 0.1, elu_alpha: float = 1.
         return Activation(name, *make_elu(elu_alpha), elu_alpha != 1.0)
     if name == "identity":
         return Activation(name, identity_forward, identity_backward, False)
+    if name == "maxout":
+        return Activation(name, *make_maxout(maxout_pieces), False)
     raise ValueError(
-        f"activation: expected one of relu, leaky_relu, sigmoid, tanh, elu, identity; got {name!r}"
+        f"activation: expected one of relu, leaky_relu, sigmoid, tanh, elu, identity, maxout; got {name!r}"
     )

@@ -7,16 +7,26 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-HIDDEN_ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "elu", "identity")
+POINTWISE_ACTIVATIONS = ("relu", "leaky_relu", "sigmoid", "tanh", "elu", "identity")
+# Maxout (lecture 001) takes the max over k linear pieces per unit, so it exists for hidden layers only: its layer's
+# linear map has sizes[l] * k outputs (see ``MLPConfig.linear_shape``).
+HIDDEN_ACTIVATIONS = POINTWISE_ACTIVATIONS + ("maxout",)
 # The output layer takes any pointwise activation (the course's one-layer lab uses ReLU there), or softmax,
-# which exists only fused with cross-entropy.
-OUTPUT_ACTIVATIONS = HIDDEN_ACTIVATIONS + ("softmax",)
-LOSSES = ("cross_entropy", "mse", "hinge")
+# which exists only fused with cross-entropy. A sigmoid output is fused with the bce loss (and is an ordinary
+# pointwise activation with the other losses).
+OUTPUT_ACTIVATIONS = POINTWISE_ACTIVATIONS + ("softmax",)
+# bce: sigmoid output fused with binary cross-entropy, PyTorch's mean over all m*k entries (multi-label, or one
+# output with 0/1 labels). l1: mean absolute error over all m*k entries (PyTorch's L1Loss), for regression.
+LOSSES = ("cross_entropy", "mse", "hinge", "bce", "l1")
+# Losses fused with their output activation: the loss is a function of the logits Z_L.
+FUSED_OUTPUTS = {"cross_entropy": "softmax", "bce": "sigmoid"}
 # "course": L = 1/(2m) * ||Y_hat - Y||_F^2 (lecture 000); "mean": PyTorch's MSELoss, mean over all m*k entries.
 MSE_CONVENTIONS = ("course", "mean")
 # "torch_linear": nn.Linear's default (kaiming_uniform_(a=sqrt(5)) weights, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) biases);
-# "course_normal": the course's TwoLayerNet, W ~ N(0, 1), b = 0.
-INITS = ("torch_linear", "course_normal")
+# "course_normal": the course's TwoLayerNet, W ~ N(0, 1), b = 0;
+# "kaiming_uniform"/"kaiming_normal": nn.init.kaiming_*_(W, mode="fan_in", nonlinearity="relu") (He et al.'s gain
+# sqrt(2)), b = 0; "xavier_uniform"/"xavier_normal": nn.init.xavier_*_(W, gain=1), b = 0 (see init.py).
+INITS = ("torch_linear", "course_normal", "kaiming_uniform", "kaiming_normal", "xavier_uniform", "xavier_normal")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -45,6 +55,13 @@ class MLPConfig:
     init: str = "torch_linear"
     dtype: str = "float32"
     device: str = "cpu"
+    # Regularisers and layers of issue 6 (defaults keep the plain network). Inverted dropout (Srivastava et al.
+    # 2014) on every hidden layer's output and on the input, in training only; maxout's number of pieces k;
+    # max-norm c, applied by the training loop after each update (constraints.py), None for none.
+    dropout: float = 0.0
+    input_dropout: float = 0.0
+    maxout_pieces: int = 2
+    max_norm: float | None = None
 
     def __post_init__(self):
         sizes = self.sizes
@@ -65,7 +82,7 @@ class MLPConfig:
         _choice("dtype", self.dtype, tuple(DTYPES))
         output = self.output_activation
         if output is None:
-            output = "softmax" if self.loss == "cross_entropy" else "identity"
+            output = FUSED_OUTPUTS.get(self.loss, "identity")
             object.__setattr__(self, "output_activation", output)
         _choice("output_activation", output, OUTPUT_ACTIVATIONS)
         if (output == "softmax") != (self.loss == "cross_entropy"):
@@ -73,8 +90,35 @@ class MLPConfig:
                 "output_activation: softmax exists only fused with the cross_entropy loss, and cross_entropy "
                 f"needs the softmax output; got output_activation={output!r} with loss={self.loss!r}"
             )
+        if self.loss == "bce" and output != "sigmoid":
+            raise ValueError("output_activation: bce needs the sigmoid output (fused with the loss, as softmax is "
+                             f"with cross_entropy); got output_activation={output!r}")
         if self.loss in ("cross_entropy", "hinge") and sizes[-1] < 2:
             raise ValueError(f"sizes[-1]: {self.loss} needs at least 2 classes; got {sizes[-1]}")
+        if len(sizes) == 2 and self.activation != "relu":
+            # The hidden activation would be silently ignored; the output layer's is output_activation.
+            raise ValueError(f"activation: the network {sizes} has no hidden layer, so activation="
+                             f"{self.activation!r} would be ignored; leave it at 'relu' and set output_activation "
+                             "for the output layer")
+        if isinstance(self.maxout_pieces, bool) or not isinstance(self.maxout_pieces, int) or self.maxout_pieces < 2:
+            raise ValueError(f"maxout_pieces: expected an int k >= 2 (a maxout unit takes the max of k linear "
+                             f"pieces); got {self.maxout_pieces!r}")
+        if self.maxout_pieces != 2 and self.activation != "maxout":
+            raise ValueError(f"maxout_pieces: only used with activation='maxout'; got maxout_pieces="
+                             f"{self.maxout_pieces} with activation={self.activation!r}")
+        for name in ("dropout", "input_dropout"):
+            value = getattr(self, name)
+            if (isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+                    or not 0 <= value < 1):
+                raise ValueError(f"{name}: expected a drop probability in [0, 1); got {value!r}")
+        if self.dropout and len(sizes) == 2:
+            raise ValueError(f"dropout: the network {sizes} has no hidden layer to drop units from; use "
+                             "input_dropout for the input")
+        if self.max_norm is not None and (
+                isinstance(self.max_norm, bool) or not isinstance(self.max_norm, (int, float))
+                or not math.isfinite(self.max_norm) or self.max_norm <= 0):
+            raise ValueError(f"max_norm: expected a finite norm bound c > 0, or None for no constraint; "
+                             f"got {self.max_norm!r}")
         for name in ("l2", "leaky_slope", "elu_alpha"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -105,6 +149,24 @@ class MLPConfig:
         """Activation of layer ``layer`` (1-based)."""
         return self.output_activation if layer == self.num_layers else self.activation
 
+    @property
+    def fused_output(self) -> bool:
+        """Whether the output activation is fused with the loss (softmax + cross_entropy, sigmoid + bce)."""
+        return self.loss in FUSED_OUTPUTS
+
+    def linear_shape(self, layer: int) -> tuple[int, int]:
+        """(outputs, inputs) of layer ``layer``'s weight W_l, the ``nn.Linear`` layout.
+
+        A maxout layer's linear map produces k pieces per unit: W_l is (sizes[l] * k, sizes[l-1]), and rows
+        j*k .. j*k + k-1 are unit j's pieces (the twin's ``view(m, sizes[l], k)``).
+        """
+        if not 1 <= layer <= self.num_layers:
+            raise ValueError(f"layer: expected 1..{self.num_layers}; got {layer}")
+        outputs = self.sizes[layer]
+        if self.layer_activation(layer) == "maxout":
+            outputs *= self.maxout_pieces
+        return outputs, self.sizes[layer - 1]
+
     def to_dict(self) -> dict:
         """JSON-ready description (sizes as a list)."""
         described = asdict(self)
@@ -116,8 +178,18 @@ class MLPConfig:
         return cls(**{**described, "sizes": tuple(described["sizes"])})
 
     def slug(self) -> str:
-        """Short human-readable name, e.g. ``784-256-128-10_relu_cross_entropy``."""
-        slug = "-".join(map(str, self.sizes)) + f"_{self.activation}_{self.loss}"
+        """Short human-readable name, e.g. ``784-256-128-10_relu_cross_entropy``, with the non-default
+        regularisers and init appended (``_maxout3_drop-0.5_indrop-0.2_maxnorm-3_init-kaiming_normal``)."""
+        activation = f"maxout{self.maxout_pieces}" if self.activation == "maxout" else self.activation
+        slug = "-".join(map(str, self.sizes)) + f"_{activation}_{self.loss}"
         if self.l2:
             slug += f"_l2-{self.l2:g}"
+        if self.dropout:
+            slug += f"_drop-{self.dropout:g}"
+        if self.input_dropout:
+            slug += f"_indrop-{self.input_dropout:g}"
+        if self.max_norm is not None:
+            slug += f"_maxnorm-{self.max_norm:g}"
+        if self.init != "torch_linear":
+            slug += f"_init-{self.init}"
         return slug

@@ -33,7 +33,17 @@ def linear_backward(dz: Tensor, cache: tuple[Tensor, Tensor],
         db: (d_out,)      dL/db = sum_i dZ_i.
     """
     x, W = cache
-    dx = dz.mm(W) if input_grad else None
+    dx = None
+    if input_grad:
+        # Autograd's mm backward for the first factor (mm_mat1_backward) takes another product when that factor
+        # is laid out column-major (strides (1, rows)): (W^T dz^T)^T, a gemm with the operands' roles swapped,
+        # whose dot products accumulate in another order. A contiguous (m, d_in) batch has that layout only when
+        # m = d_in = 1 (a single sample entering a width-1 layer); the same test keeps such cases bitwise.
+        if x.stride(0) == 1 and x.stride(1) == x.shape[0]:
+            dx = W.t().mm(dz.t()).t()
+        else:
+            dx = dz.mm(W)
+    # dW: mm_mat2_backward sees the column-major W^T and computes (dz^T x)^T, the transpose of this same product.
     dW = dz.t().mm(x)
     db = dz.sum(0)
     return dx, dW, db

@@ -83,6 +83,55 @@ def mse_backward(cache: tuple) -> Tensor:
     return diff * (2.0 / diff.numel())
 
 
+# --- sigmoid fused with binary cross-entropy (lecture 004: sigmoid outputs for binary classification) -----
+
+
+def sigmoid_bce_forward(logits: Tensor, targets: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    """L = 1/(m k) sum_ij [ -t_ij log sigmoid(z_ij) - (1 - t_ij) log(1 - sigmoid(z_ij)) ].
+
+    Inputs:
+        logits: (m, k) the output layer's pre-activations Z_L (k = 1 for one binary label per sample).
+        targets: (m, k) float targets in [0, 1] (0/1 labels, or probabilities).
+    Returns:
+        loss: () PyTorch's mean over all m*k entries, and cache (logits, targets).
+
+    With log(1 - sigmoid(z)) = log sigmoid(z) - z each term is (1 - t) z - log sigmoid(z), which never takes
+    the log of a rounded probability (stable for logits in the thousands). Written in the operations and order
+    of ATen's binary_cross_entropy_with_logits, so the loss equals the twin's bit for bit.
+    """
+    loss = (1 - targets).mul_(logits).sub_(F.logsigmoid(logits)).mean()
+    return loss, (logits, targets)
+
+
+def sigmoid_bce_backward(cache: tuple[Tensor, Tensor]) -> Tensor:
+    """dL/dZ = (sigmoid(Z) - T) / (m k): the same "prediction minus target" as softmax with cross-entropy.
+
+    Divided by m k, not multiplied by 1/(m k), as autograd's binary_cross_entropy_with_logits_backward does.
+    """
+    logits, targets = cache
+    return torch.sigmoid(logits).sub_(targets).div_(logits.numel())
+
+
+# --- mean absolute error (lecture 004: L1 loss for regression) ---------------------------------------------
+
+
+def l1_forward(predictions: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    """L = 1/(m k) sum_ij |y_hat_ij - y_ij| (PyTorch's L1Loss, mean over all entries). Shapes (m, k).
+    Returns the loss () and the cache diff (m, k)."""
+    diff = predictions - targets
+    return diff.abs().mean(), diff
+
+
+def l1_backward(diff: Tensor) -> Tensor:
+    """dL/dY_hat = sign(Y_hat - Y) / (m k), with the subgradient 0 where Y_hat = Y (PyTorch's sgn).
+
+    The factor 1/(m k) is rounded once and multiplied in, as autograd's mean backward hands 1/numel down
+    to abs's backward (grad * sgn); sgn is -1, 0 or 1, so the product is exact.
+    """
+    one_over_n = torch.ones((), dtype=diff.dtype, device=diff.device).div(diff.numel())
+    return torch.sgn(diff) * one_over_n
+
+
 # --- multiclass SVM hinge loss (lecture 001) -----------------------------------------------------------------
 #
 # PyTorch's multi_margin_loss also divides by the number of classes k, so the twin multiplies it by k. The

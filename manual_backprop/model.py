@@ -6,7 +6,6 @@ No autograd anywhere (DEVELOPERS.md): every derivative below is written out, and
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -15,48 +14,21 @@ from torch import Tensor
 from manual_backprop import losses
 from manual_backprop.activations import Activation, get_activation
 from manual_backprop.config import MLPConfig
+from manual_backprop.dropout import dropout_backward, dropout_forward
+# init_parameters and parameter_names live in init.py; imported here too, where callers have found them so far.
+from manual_backprop.init import init_parameters, parameter_names, parameter_shape  # noqa: F401
 from manual_backprop.linear import linear_backward, linear_forward
 from manual_backprop.record import Record
 
 
-def parameter_names(config: MLPConfig) -> list[str]:
-    """["W1", "b1", "W2", "b2", ...]: the course's names, layer numbers 1-based."""
-    return [f"{kind}{layer}" for layer in range(1, config.num_layers + 1) for kind in ("W", "b")]
-
-
-def init_parameters(config: MLPConfig, generator: torch.Generator | None = None) -> dict[str, Tensor]:
-    """Fresh parameters {"W1": (n1, n0), "b1": (n1,), ...} in the config's dtype and on its device.
-
-    "torch_linear" reproduces ``nn.Linear``'s default exactly: the same bounds computed with the same float
-    operations and drawn in the same order (W then b, layer by layer), so a CPU generator seeded with s gives
-    the tensors that ``torch.manual_seed(s)`` followed by building the nn.Linear layers gives.
-    The numbers are drawn on the CPU and then moved to the config's device, so a seed gives the same
-    initial weights on every device.
-    """
-    dtype, device = config.torch_dtype, torch.device("cpu")
-    params = {}
-    for layer in range(1, config.num_layers + 1):
-        fan_in, fan_out = config.sizes[layer - 1], config.sizes[layer]
-        W = torch.empty(fan_out, fan_in, dtype=dtype, device=device)
-        b = torch.empty(fan_out, dtype=dtype, device=device)
-        if config.init == "torch_linear":
-            # nn.init.kaiming_uniform_(W, a=sqrt(5)) written out: gain for leaky_relu with slope a.
-            gain = math.sqrt(2.0 / (1 + math.sqrt(5) ** 2))
-            weight_bound = math.sqrt(3.0) * (gain / math.sqrt(fan_in))
-            W.uniform_(-weight_bound, weight_bound, generator=generator)
-            bias_bound = 1 / math.sqrt(fan_in)
-            b.uniform_(-bias_bound, bias_bound, generator=generator)
-        else:  # "course_normal": the course's TwoLayerNet
-            W.normal_(generator=generator)
-            b.zero_()
-        params[f"W{layer}"] = W.to(config.torch_device)
-        params[f"b{layer}"] = b.to(config.torch_device)
-    return params
-
-
 @dataclass
 class ForwardCache:
-    """What the backward needs: per layer the linear and activation caches, Z and A, and the loss caches."""
+    """What the backward needs: per layer the linear and activation caches, Z and A, and the loss caches.
+
+    dropout_noise[l] is the scaled mask applied to A_l (A_0 = X), None where nothing was dropped (evaluation,
+    p = 0, and always for the output layer); D[l] the tensor layer l + 1 read (A_l itself where nothing was
+    dropped).
+    """
 
     Z: list[Tensor]
     A: list[Tensor]
@@ -65,21 +37,29 @@ class ForwardCache:
     loss: Tensor
     loss_cache: object
     l2_cache: object | None
+    dropout_noise: list = None
+    D: list = None
 
 
 class MLP:
     """A fully connected network built from an ``MLPConfig``, with its parameters in ``params``.
 
-    ``params`` maps "W1", "b1", ... to tensors that this object owns and the optimizer updates in place.
+    ``params`` maps "W1", "b1", ... to the parameter tensors, which the optimizer and max-norm update in place.
+    Passed in, they are kept, not copied: the model and the caller share them, so the caller sees every update
+    (and a change the caller makes is the model's). Pass ``{name: t.clone() for name, t in params.items()}``
+    to start an independent model from the same values. Without ``params``, ``init_parameters(config,
+    generator)`` draws fresh ones.
     """
 
     def __init__(self, config: MLPConfig, params: dict[str, Tensor] | None = None,
                  generator: torch.Generator | None = None):
         self.config = config
-        self.activations: list[Activation] = [
+        # The output activation of a fused network (softmax + cross-entropy, sigmoid + bce) is part of the loss:
+        # None here.
+        self.activations: list[Activation | None] = [
+            None if layer == config.num_layers and config.fused_output else
             get_activation(config.layer_activation(layer), leaky_slope=config.leaky_slope,
-                           elu_alpha=config.elu_alpha)
-            if config.layer_activation(layer) != "softmax" else None
+                           elu_alpha=config.elu_alpha, maxout_pieces=config.maxout_pieces)
             for layer in range(1, config.num_layers + 1)
         ]
         if params is None:
@@ -95,8 +75,7 @@ class MLP:
         checked = {}
         for name in expected:
             layer = int(name[1:])
-            shape = ((self.config.sizes[layer], self.config.sizes[layer - 1]) if name[0] == "W"
-                     else (self.config.sizes[layer],))
+            shape = parameter_shape(self.config, name)
             tensor = params[name]
             if not isinstance(tensor, Tensor):
                 raise TypeError(f"params[{name!r}]: expected a tensor; got {type(tensor).__name__}")
@@ -137,9 +116,12 @@ class MLP:
     def check_targets(self, target: Tensor, m: int) -> Tensor:
         """Return the target in the form the loss needs, or raise an error naming what is wrong.
 
-        cross_entropy, hinge: int64 labels of shape (m,) in [0, k).
-        mse: float targets (m, k) in the model's dtype, or int64 labels (m,) turned into one-hot rows
-        (the course's MNIST lab trains MSE on one-hot labels).
+        One rule for integer targets, every loss: class labels are int64 of shape (m,) in [0, k) (other
+        integer dtypes are refused, whatever the loss). cross_entropy and hinge use them as class indices;
+        mse, l1 and bce turn them into one-hot rows (the course's MNIST lab trains MSE on one-hot labels; bce
+        then trains k one-vs-rest outputs), except that bce with a single output (k = 1) takes 0/1 labels as
+        the target column itself.
+        Float targets (m, k) in the model's dtype: mse and l1 (any finite values), bce (values in [0, 1]).
         """
         config = self.config
         k = config.sizes[-1]
@@ -147,36 +129,46 @@ class MLP:
             raise TypeError(f"target: expected a torch.Tensor; got {type(target).__name__}")
         if not _same_device(target.device, config.torch_device):
             raise ValueError(f"target: the model is on {config.device}; got target on {target.device}")
-        is_labels = not target.is_floating_point()
-        if config.loss == "mse" and not is_labels:
+        float_targets = config.loss in ("mse", "l1", "bce")
+        if target.is_floating_point():
+            if not float_targets:
+                raise TypeError(f"target: {config.loss} expects int64 class labels of shape ({m},); got a "
+                                f"{target.dtype} tensor of shape {tuple(target.shape)} (one-hot or probability "
+                                f"targets are not accepted: pass the class indices)")
             if tuple(target.shape) != (m, k):
-                raise ValueError(f"target: mse expects float targets of shape ({m}, {k}); got {tuple(target.shape)}")
+                raise ValueError(f"target: {config.loss} expects float targets of shape ({m}, {k}) (or int64 "
+                                 f"class labels of shape ({m},)); got {tuple(target.shape)}")
             if target.dtype != config.torch_dtype:
                 raise TypeError(f"target: the model is {config.dtype}; got {target.dtype} targets")
             if not torch.isfinite(target).all():
                 raise ValueError("target: contains NaN or Inf")
+            if config.loss == "bce" and not ((target >= 0) & (target <= 1)).all():
+                raise ValueError(f"target: bce expects targets in [0, 1] (labels or probabilities); got values "
+                                 f"in [{target.min().item()}, {target.max().item()}]")
             return target
-        if not is_labels:
-            raise TypeError(f"target: {config.loss} expects int64 class labels of shape ({m},); got a "
-                            f"{target.dtype} tensor of shape {tuple(target.shape)} (one-hot or probability "
-                            f"targets are not accepted: pass the class indices)")
         if target.dtype != torch.int64:
-            raise TypeError(f"target: expected int64 class labels; got dtype {target.dtype}")
+            raise TypeError(f"target: class labels must be int64 (torch.long) for every loss; got dtype "
+                            f"{target.dtype} (convert with target.long())")
         if tuple(target.shape) != (m,):
             raise ValueError(f"target: expected labels of shape ({m},) to match the batch; got {tuple(target.shape)}")
+        classes = 2 if config.loss == "bce" and k == 1 else k  # one bce output: labels 0 and 1
         low, high = int(target.min()), int(target.max())
-        if low < 0 or high >= k:
-            raise ValueError(f"target: labels must lie in [0, {k - 1}] for the {k} outputs of layer "
-                             f"{config.num_layers}; got values in [{low}, {high}]")
-        if config.loss == "mse":
-            return torch.nn.functional.one_hot(target, k).to(config.torch_dtype)
-        return target
+        if low < 0 or high >= classes:
+            raise ValueError(f"target: labels must lie in [0, {classes - 1}] for the {k} output"
+                             f"{'s' if k > 1 else ''} of layer {config.num_layers}"
+                             f"{' (bce with one output: 0 or 1)' if classes != k else ''}; "
+                             f"got values in [{low}, {high}]")
+        if not float_targets:
+            return target
+        if config.loss == "bce" and k == 1:
+            return target.to(config.torch_dtype).unsqueeze(1)
+        return torch.nn.functional.one_hot(target, k).to(config.torch_dtype)
 
     # --- forward / backward ---------------------------------------------------------------------------------
 
     def scores(self, X: Tensor) -> Tensor:
-        """(m, k) the network's output without keeping caches: A_L, or the logits Z_L for a softmax output
-        (softmax does not change the argmax)."""
+        """(m, k) the network's output without keeping caches or dropping anything (evaluation): A_L, or the
+        logits Z_L for a fused output (softmax or bce's sigmoid: neither changes the ranking)."""
         self.check_inputs(X)
         A = X
         for layer, activation in enumerate(self.activations, start=1):
@@ -185,31 +177,54 @@ class MLP:
         return A
 
     def predict(self, X: Tensor) -> Tensor:
-        """(m,) int64 predicted classes (argmax of the outputs)."""
-        return self.scores(X).argmax(dim=1)
+        """(m,) int64 predicted classes: the argmax of the outputs, or for bce with one output the label
+        sigmoid(z) > 1/2, i.e. z > 0."""
+        scores = self.scores(X)
+        if self.config.loss == "bce" and scores.shape[1] == 1:
+            return (scores[:, 0] > 0).long()
+        return scores.argmax(dim=1)
 
-    def forward_pass(self, X: Tensor, target: Tensor) -> ForwardCache:
-        """Run the forward pass and the loss, keeping every Z and A."""
+    def forward_pass(self, X: Tensor, target: Tensor, *, train: bool = False) -> ForwardCache:
+        """Run the forward pass and the loss, keeping every Z and A.
+
+        ``train=True`` applies dropout (config.input_dropout to X, config.dropout to each hidden layer's A),
+        drawing the masks from torch's default generator exactly as the twin's nn.Dropout does (dropout.py);
+        the default evaluation pass drops nothing and draws nothing.
+        """
         self.check_inputs(X)
+        if not isinstance(train, bool):
+            raise TypeError(f"train: expected True or False; got {train!r}")
         target = self.check_targets(target, X.shape[0])
         config = self.config
         Zs, As, linear_caches, activation_caches = [], [], [], []
-        A = X  # A_0 = X
+        input_p = config.input_dropout if train else 0.0
+        hidden_p = config.dropout if train else 0.0
+        D, noise = dropout_forward(X, input_p)  # D_0: what layer 1 reads
+        Ds, noises = [D], [noise]
         for layer, activation in enumerate(self.activations, start=1):
-            Z, linear_cache = linear_forward(A, self.params[f"W{layer}"], self.params[f"b{layer}"])
-            if activation is None:  # softmax output, fused with the loss: A_L are the probabilities
-                A, activation_cache = torch.softmax(Z, dim=1), None
+            Z, linear_cache = linear_forward(D, self.params[f"W{layer}"], self.params[f"b{layer}"])
+            if activation is None:  # fused output: A_L are the probabilities, the loss reads Z_L
+                A = torch.softmax(Z, dim=1) if config.loss == "cross_entropy" else torch.sigmoid(Z)
+                activation_cache = None
             else:
                 A, activation_cache = activation.forward_fn(Z)
             Zs.append(Z)
             As.append(A)
             linear_caches.append(linear_cache)
             activation_caches.append(activation_cache)
+            if layer < config.num_layers:
+                D, noise = dropout_forward(A, hidden_p)
+                Ds.append(D)
+                noises.append(noise)
 
         if config.loss == "cross_entropy":
             data_loss, loss_cache = losses.softmax_cross_entropy_forward(Zs[-1], target)
+        elif config.loss == "bce":
+            data_loss, loss_cache = losses.sigmoid_bce_forward(Zs[-1], target)
         elif config.loss == "mse":
             data_loss, loss_cache = losses.mse_forward(As[-1], target, config.mse_convention)
+        elif config.loss == "l1":
+            data_loss, loss_cache = losses.l1_forward(As[-1], target)
         else:
             data_loss, loss_cache = losses.hinge_forward(As[-1], target)
 
@@ -218,54 +233,88 @@ class MLP:
             weights = [self.params[f"W{layer}"] for layer in range(1, config.num_layers + 1)]
             penalty, l2_cache = losses.l2_forward(weights, config.l2)
             loss = data_loss + penalty
-        return ForwardCache(Zs, As, linear_caches, activation_caches, loss, loss_cache, l2_cache)
+        return ForwardCache(Zs, As, linear_caches, activation_caches, loss, loss_cache, l2_cache, noises, Ds)
 
-    def backward_pass(self, cache: ForwardCache) -> Record:
-        """Backpropagate from the loss to every layer; return the named record of values and gradients."""
+    def backward_pass(self, cache: ForwardCache, *, input_grad: bool = False) -> Record:
+        """Backpropagate from the loss to every layer; return the named record of values and gradients.
+
+        ``input_grad=True`` also carries the gradient down to the input: dL/dX in ``record.input["dX"]``.
+        """
         config = self.config
         layers: list[dict[str, Tensor]] = [{"Z": Z, "A": A} for Z, A in zip(cache.Z, cache.A)]
+        noises = cache.dropout_noise or [None] * config.num_layers
+        for layer in range(1, config.num_layers):
+            if noises[layer] is not None:
+                layers[layer - 1]["D"] = cache.D[layer]
         l2_grads = losses.l2_backward(cache.l2_cache) if cache.l2_cache is not None else None
 
         # Output layer delta dL/dZ_L (lecture 000's delta^(L)).
         if config.loss == "cross_entropy":
             dZ = losses.softmax_cross_entropy_backward(cache.loss_cache)
+        elif config.loss == "bce":
+            dZ = losses.sigmoid_bce_backward(cache.loss_cache)
         else:
-            dA = (losses.mse_backward(cache.loss_cache) if config.loss == "mse"
-                  else losses.hinge_backward(cache.loss_cache))
+            if config.loss == "mse":
+                dA = losses.mse_backward(cache.loss_cache)
+            elif config.loss == "l1":
+                dA = losses.l1_backward(cache.loss_cache)
+            else:
+                dA = losses.hinge_backward(cache.loss_cache)
             layers[-1]["dA"] = dA
             dZ = self.activations[-1].backward_fn(dA, cache.activation_caches[-1])
 
         for layer in range(config.num_layers, 0, -1):
             record = layers[layer - 1]
             if layer < config.num_layers:
+                dA = dropout_backward(dD, noises[layer])  # dL/dA_l from dL/dD_l
                 record["dA"] = dA
                 dZ = self.activations[layer - 1].backward_fn(dA, cache.activation_caches[layer - 1])
             record["dZ"] = dZ
-            # dA becomes dL/dA_{layer-1}; the input X = A_0 needs none.
-            dA, dW, db = linear_backward(dZ, cache.linear_caches[layer - 1], input_grad=layer > 1)
+            # dD becomes dL/dD_{layer-1}; the input X = A_0 needs one only when asked for.
+            dD, dW, db = linear_backward(dZ, cache.linear_caches[layer - 1], input_grad=layer > 1 or input_grad)
             if l2_grads is not None:
                 # The weight gets two contributions, data term then penalty, summed like autograd sums them.
                 dW = dW + l2_grads[layer - 1]
             record["dW"] = dW
             record["db"] = db
-        return Record(loss=cache.loss, layers=layers)
+        inputs = {}
+        if noises[0] is not None:
+            inputs["D"] = cache.D[0]
+        if input_grad:
+            inputs["dX"] = dropout_backward(dD, noises[0])
+        return Record(loss=cache.loss, layers=layers, input=inputs)
 
-    def loss_and_gradients(self, X: Tensor, target: Tensor) -> Record:
-        """Forward, loss and backward in one call."""
-        return self.backward_pass(self.forward_pass(X, target))
+    def loss_and_gradients(self, X: Tensor, target: Tensor, *, train: bool = False,
+                           input_grad: bool = False) -> Record:
+        """Forward, loss and backward in one call.
+
+        train: apply dropout (see forward_pass); input_grad: also return dL/dX (see backward_pass).
+        """
+        return self.backward_pass(self.forward_pass(X, target, train=train), input_grad=input_grad)
 
     def kink_pattern(self, cache: ForwardCache) -> Tensor:
         """A flat bool tensor saying on which side of every kink the pass landed.
 
-        ReLU-like activations (and ELU with alpha != 1) have a jump in f' at z = 0, the hinge loss at
-        margin 0. Two passes with equal patterns lie in the same smooth piece, where central differences
-        are valid; the finite-difference oracle uses this to skip entries whose step crosses a kink.
+        ReLU-like activations (and ELU with alpha != 1) have a jump in f' at z = 0, maxout where the
+        winning piece changes, the hinge loss at margin 0, L1 where a prediction meets its target. Two passes
+        with equal patterns lie in the same smooth piece, where central differences are valid; the
+        finite-difference oracle uses this to skip entries whose step crosses a kink.
         """
-        parts = [cache.Z[i] > 0 for i, activation in enumerate(self.activations)
-                 if activation is not None and activation.has_kink]
+        parts = []
+        for i, activation in enumerate(self.activations):
+            if activation is None:
+                continue
+            if activation.name == "maxout":
+                winner, pieces = cache.activation_caches[i]
+                parts.append(winner.unsqueeze(2) == torch.arange(pieces, device=winner.device))
+            elif activation.has_kink:
+                parts.append(cache.Z[i] > 0)
         if self.config.loss == "hinge":
             active, _, margins = cache.loss_cache
             parts.append(margins > 0)
+        if self.config.loss == "l1":
+            diff = cache.loss_cache
+            parts += [diff > 0, diff < 0]
         if not parts:
             return torch.zeros(0, dtype=torch.bool)
         return torch.cat([part.flatten() for part in parts])

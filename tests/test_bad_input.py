@@ -44,7 +44,8 @@ def test_input_that_is_not_a_tensor(model):
     (torch.tensor([0, 1, 3, 1]), ValueError, r"target: labels must lie in \[0, 2\] for the 3 outputs of layer 2; got values in \[0, 3\]"),
     (torch.tensor([0, -1, 2, 1]), ValueError, r"got values in \[-1, 2\]"),
     (torch.tensor([0, 1, 2], dtype=torch.int64), ValueError, r"target: expected labels of shape \(4,\) to match the batch; got \(3,\)"),
-    (torch.tensor([0, 1, 2, 1], dtype=torch.int32), TypeError, r"target: expected int64 class labels; got dtype torch.int32"),
+    (torch.tensor([0, 1, 2, 1], dtype=torch.int32), TypeError,
+     r"target: class labels must be int64 \(torch.long\) for every loss; got dtype torch.int32 \(convert with target.long\(\)\)"),
     (torch.eye(3)[[0, 1, 2, 1]], TypeError, r"target: cross_entropy expects int64 class labels of shape \(4,\); got a torch.float32"),
 ])
 def test_bad_labels_for_cross_entropy(model, labels, error, pattern):
@@ -60,7 +61,7 @@ def test_float_targets_for_hinge_are_refused():
 
 def test_mse_targets_must_have_the_output_shape_and_dtype():
     model = MLP(MLPConfig(sizes=(6, 3), loss="mse"))
-    with pytest.raises(ValueError, match=r"target: mse expects float targets of shape \(2, 3\); got \(2, 4\)"):
+    with pytest.raises(ValueError, match=r"target: mse expects float targets of shape \(2, 3\) \(or int64 class labels of shape \(2,\)\); got \(2, 4\)"):
         model.loss_and_gradients(torch.rand(2, 6), torch.rand(2, 4))
     with pytest.raises(TypeError, match=r"target: the model is float32; got torch.float64 targets"):
         model.loss_and_gradients(torch.rand(2, 6), torch.rand(2, 3, dtype=torch.float64))
@@ -69,9 +70,56 @@ def test_mse_targets_must_have_the_output_shape_and_dtype():
     assert record.loss.ndim == 0
 
 
+@pytest.mark.parametrize("loss", ["cross_entropy", "hinge", "mse", "l1", "bce"])
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int16, torch.uint8, torch.bool])
+def test_one_rule_for_integer_labels_of_every_loss(loss, dtype):
+    """Class labels are int64 for every loss; any other integer dtype gets the same error, which says so."""
+    model = MLP(MLPConfig(sizes=(6, 3), loss=loss))
+    labels = torch.tensor([0, 1], dtype=dtype)
+    with pytest.raises(TypeError, match=r"target: class labels must be int64 \(torch.long\) for every loss; "
+                                        rf"got dtype {dtype}"):
+        model.loss_and_gradients(torch.rand(2, 6), labels)
+    assert model.loss_and_gradients(torch.rand(2, 6), labels.long()).loss.ndim == 0
+
+
+def test_bce_targets():
+    """bce: float targets in [0, 1] of the output shape; with one output, 0/1 labels; other labels refused."""
+    multi = MLP(MLPConfig(sizes=(6, 3), loss="bce"))
+    with pytest.raises(ValueError, match=r"target: bce expects targets in \[0, 1\] \(labels or probabilities\); "
+                                         r"got values in \[-0.5, 1.0\]"):
+        multi.loss_and_gradients(torch.rand(2, 6), torch.tensor([[1.0, 0.0, -0.5], [0.0, 1.0, 0.0]]))
+    with pytest.raises(ValueError, match=r"target: bce expects float targets of shape \(2, 3\)"):
+        multi.loss_and_gradients(torch.rand(2, 6), torch.rand(2, 1))
+    single = MLP(MLPConfig(sizes=(6, 1), loss="bce"))
+    with pytest.raises(ValueError, match=r"target: labels must lie in \[0, 1\] for the 1 output of layer 1 "
+                                         r"\(bce with one output: 0 or 1\); got values in \[0, 2\]"):
+        single.loss_and_gradients(torch.rand(2, 6), torch.tensor([0, 2]))
+    # 0/1 labels of a single output are the target column; soft targets in [0, 1] are accepted too.
+    assert single.loss_and_gradients(torch.rand(2, 6), torch.tensor([0, 1])).loss.ndim == 0
+    assert multi.loss_and_gradients(torch.rand(2, 6), torch.rand(2, 3)).loss.ndim == 0
+
+
 @pytest.mark.parametrize("kwargs, pattern", [
-    ({"activation": "swish"}, r"activation: expected one of relu, leaky_relu, sigmoid, tanh, elu, identity; got 'swish'"),
-    ({"loss": "nll"}, r"loss: expected one of cross_entropy, mse, hinge; got 'nll'"),
+    ({"activation": "swish"}, r"activation: expected one of relu, leaky_relu, sigmoid, tanh, elu, identity, maxout; got 'swish'"),
+    ({"loss": "nll"}, r"loss: expected one of cross_entropy, mse, hinge, bce, l1; got 'nll'"),
+    ({"sizes": (784, 10), "activation": "tanh"}, r"activation: the network \(784, 10\) has no hidden layer, so "
+                                                 r"activation='tanh' would be ignored"),
+    ({"sizes": (784, 10), "activation": "maxout"}, r"activation: the network \(784, 10\) has no hidden layer"),
+    ({"activation": "maxout", "maxout_pieces": 1}, r"maxout_pieces: expected an int k >= 2"),
+    ({"activation": "maxout", "maxout_pieces": 2.0}, r"maxout_pieces: expected an int k >= 2"),
+    ({"maxout_pieces": 3}, r"maxout_pieces: only used with activation='maxout'"),
+    ({"dropout": 1.0}, r"dropout: expected a drop probability in \[0, 1\); got 1.0"),
+    ({"dropout": -0.1}, r"dropout: expected a drop probability in \[0, 1\)"),
+    ({"dropout": float("nan")}, r"dropout: expected a drop probability"),
+    ({"input_dropout": 1.5}, r"input_dropout: expected a drop probability in \[0, 1\); got 1.5"),
+    ({"sizes": (784, 10), "dropout": 0.5}, r"dropout: the network \(784, 10\) has no hidden layer"),
+    ({"max_norm": 0.0}, r"max_norm: expected a finite norm bound c > 0, or None for no constraint; got 0.0"),
+    ({"max_norm": -3}, r"max_norm: expected a finite norm bound c > 0"),
+    ({"max_norm": float("inf")}, r"max_norm: expected a finite norm bound"),
+    ({"loss": "bce", "output_activation": "identity"}, r"output_activation: bce needs the sigmoid output"),
+    ({"loss": "bce", "output_activation": "softmax"}, r"output_activation: softmax exists only fused with the cross_entropy"),
+    ({"init": "he"}, r"init: expected one of torch_linear, course_normal, kaiming_uniform, kaiming_normal, "
+                     r"xavier_uniform, xavier_normal; got 'he'"),
     ({"dtype": "float16"}, r"dtype: expected one of float32, float64; got 'float16'"),
     ({"sizes": (784,)}, r"sizes: need at least an input and an output width"),
     ({"sizes": (784, 0, 10)}, r"sizes\[1\]: expected a positive int; got 0"),

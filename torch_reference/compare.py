@@ -177,12 +177,16 @@ class ParityReport:
 
 
 def compare_records(mine: Record, ref: Record, policy: TolerancePolicy | None = None) -> ParityReport:
-    """Walk both records tensor by tensor (loss first, then each layer's Z, A, dA, dZ, dW, db)."""
+    """Walk both records tensor by tensor (loss first, then the input's D and dX when present, then each
+    layer's Z, A, D, dA, dZ, dW, db)."""
     if policy is None:
         policy = policy_for(mine.loss.dtype)
     if len(mine.layers) != len(ref.layers):
         raise ValueError(f"records differ in depth: {len(mine.layers)} layers vs reference {len(ref.layers)}")
     rows = [compare_tensors("loss", "loss", mine.loss, ref.loss, policy)]
+    if set(mine.input) != set(ref.input):
+        raise ValueError(f"layer 0 (input): the records hold different tensors, {sorted(mine.input)} vs reference "
+                         f"{sorted(ref.input)}")
     for layer, (ours, theirs) in enumerate(zip(mine.layers, ref.layers), start=1):
         if set(ours) != set(theirs):
             raise ValueError(f"layer {layer}: the records hold different tensors, {sorted(ours)} vs reference "
