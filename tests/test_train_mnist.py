@@ -221,7 +221,8 @@ def test_empty_data_dir_is_refused(tmp_path):
 def test_standardize_help_shows_the_modes_and_the_default_once():
     result = train("--help")
     assert result.returncode == 0
-    entry = " ".join(result.stdout.split("--standardize {none,global,pixel}", 1)[1].split("--val-size")[0].split())
+    entry = result.stdout.split("\n  --standardize {none,global,pixel}", 1)[1].split("\n  --val-size")[0]
+    entry = " ".join(entry.split())
     assert entry.count("default") == 1 and "(default: none)" in entry, entry
 
 
