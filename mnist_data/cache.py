@@ -54,10 +54,15 @@ def _file_problem(path: Path, spec: FileSpec) -> str | None:
 
 
 def _move_aside(path: Path, log: Log) -> None:
-    """Rename a bad file to ``<name>.corrupt`` so it is never read, yet stays inspectable."""
+    """Rename a bad file to ``<name>.corrupt`` so it is never read, yet stays inspectable. An earlier aside file is
+    never overwritten (it may be the one to look at): later ones are ``<name>.corrupt.2``, ``.corrupt.3``, ..."""
     if not path.is_file():
         return
     aside = path.with_name(path.name + ".corrupt")
+    number = 1
+    while aside.exists() or aside.is_symlink():
+        number += 1
+        aside = path.with_name(f"{path.name}.corrupt.{number}")
     try:
         os.replace(path, aside)
     except OSError as exc:

@@ -171,8 +171,21 @@ class ParityReport:
         out = [render(headers), render(["-" * width for width in widths])]
         out += [render(cells) for cells in lines]
         verdict = "PASS" if self.passed else "FAIL"
-        out.append(f"{verdict}: {self.exact_count}/{len(self.rows)} tensors bitwise equal; policy rtol={self.policy.rtol:g} "
-                   f"atol={self.policy.atol:g}" + (" exact required" if self.policy.require_exact else ""))
+        # Bitwise-equal tensors can still fail (both models overflowing to the same inf/NaN): say why it failed.
+        failed = [row for row in self.rows if not row.passed]
+        groups = {"non-finite values in": [row for row in failed if math.isnan(row.max_abs)],
+                  "not bitwise equal (exact required):": [row for row in failed if not math.isnan(row.max_abs)
+                                                          and self.policy.require_exact and not row.exact],
+                  "out of tolerance:": [row for row in failed if not math.isnan(row.max_abs)
+                                        and not (self.policy.require_exact and not row.exact)],
+                  "finite differences disagree:": [row for row in self.numeric if not row.passed]}
+        why = "; ".join(f"{label} " + ", ".join("loss" if row.layer == "loss" else f"{row.layer}.{row.name}" for row in rows)
+                        for label, rows in groups.items() if rows)
+        equal = f"{self.exact_count}/{len(self.rows)} tensors bitwise equal"
+        if why:
+            equal += f" but out of policy: {why}" if self.exact_count == len(self.rows) else f"; out of policy: {why}"
+        out.append(f"{verdict}: {equal}; policy rtol={self.policy.rtol:g} atol={self.policy.atol:g}"
+                   + (" exact required" if self.policy.require_exact else ""))
         return "\n".join(out)
 
 
