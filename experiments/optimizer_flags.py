@@ -75,14 +75,14 @@ def add_optimizer_flags(parser: argparse.ArgumentParser) -> None:
 
 _FIELD_FLAGS = {"lr_schedule": "--lr-schedule", "lr_gamma": "--lr-gamma", "lr_step_size": "--lr-step-size",
                 "lr_milestones": "--lr-milestones", "t_max": "--lr-t-max", "eta_min": "--lr-eta-min",
-                "optimizer": "--optimizer"}
+                "optimizer": "--optimizer", "sizes": "--hidden"}
 
 
 def flag_named_error(error: Exception) -> str:
     """'betas[1]: expected ...' -> '--betas[1]: expected ...': errors of the configs name the CLI flag."""
     text = str(error)
     match = re.match(r"^([a-z_0-9]+)(\[\d+\])?:", text)
-    if not match:
+    if not match or text.startswith("--"):
         return text
     field = match.group(1)
     flag = _FIELD_FLAGS.get(field, "--" + field.replace("_", "-"))

@@ -21,7 +21,7 @@ import torch
 from experiments.cli_format import DefaultsOnceFormatter
 from experiments.optimizer_flags import add_optimizer_flags, flag_named_error, optimizer_config, schedule_config
 from experiments.parity import resolve_device
-from manual_backprop.config import HIDDEN_ACTIVATIONS, LOSSES, MSE_CONVENTIONS, MLPConfig
+from manual_backprop.config import HIDDEN_ACTIVATIONS, INITS, LOSSES, MSE_CONVENTIONS, MLPConfig
 from mnist_data import STANDARDIZE_MODES, DatasetError, default_data_dir, load_splits
 from torch_reference.checkpoint import CheckpointError
 from torch_reference.run_logging import new_run_dir
@@ -58,6 +58,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mse-convention", choices=MSE_CONVENTIONS, default="course",
                    help="course: 1/(2m)||Y_hat-Y||^2; mean: PyTorch's MSELoss")
     p.add_argument("--l2", type=float, default=0.0, help="L2 strength on the weights")
+    p.add_argument("--maxout-pieces", type=int, default=2, help="linear pieces per unit of --activation maxout")
+    p.add_argument("--dropout", type=float, default=0.0, help="inverted dropout rate on every hidden layer")
+    p.add_argument("--input-dropout", type=float, default=0.0, help="inverted dropout rate on the input pixels")
+    p.add_argument("--max-norm", type=float, default=None,
+                   help="after each update, rescale every unit's incoming weights to 2-norm <= this (default: off)")
+    p.add_argument("--init", choices=INITS, default="torch_linear",
+                   help="weight initialisation: nn.Linear's default, the course's N(0,1), Kaiming or Xavier")
     p.add_argument("--seed", type=int, default=0, help="seed for the initial weights and the data order")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                    help="auto: cuda when a GPU is visible, else cpu")
@@ -117,7 +124,9 @@ def main(argv=None) -> int:
     try:
         device = resolve_device(args.device)
         config = MLPConfig(sizes=(784, *args.hidden, 10), activation=args.activation, loss=args.loss,
-                           mse_convention=args.mse_convention, l2=args.l2, dtype=args.dtype, device=device)
+                           mse_convention=args.mse_convention, l2=args.l2, init=args.init,
+                           maxout_pieces=args.maxout_pieces, dropout=args.dropout, input_dropout=args.input_dropout,
+                           max_norm=args.max_norm, dtype=args.dtype, device=device)
         optimizer = optimizer_config(args)
         if args.batch_size != "full" and args.batch_size < 1:
             raise ValueError(f"--batch-size: expected an integer >= 1 or 'full'; got {args.batch_size}")
@@ -128,7 +137,7 @@ def main(argv=None) -> int:
         schedule_config(args, total_steps=1)  # the flags alone; the cosine length needs the data (below)
         logdir = writable_dir(Path(args.logdir), "--logdir") if args.resume is None else None
     except (ValueError, TypeError) as error:
-        parser.error(str(error))
+        parser.error(flag_named_error(error))
 
     def log(line: str) -> None:
         print(line, flush=True)

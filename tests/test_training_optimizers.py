@@ -114,3 +114,45 @@ def test_hinge_divergence_is_caught_by_the_weights_check(fake_data, tmp_path, ca
     for checkpoint in (tmp_path / "runs").glob("*/checkpoint.pt"):
         state = torch.load(checkpoint, weights_only=True)
         assert all(torch.isfinite(tensor).all() for tensor in state["engine"].values())
+
+
+REGULARISED = ["--dropout", "0.3", "--input-dropout", "0.2", "--max-norm", "1.5", "--optimizer", "adam"]
+
+
+def test_dropout_and_max_norm_stay_bitwise_every_step(fake_data, tmp_path):
+    status, run_dir = run(fake_data, tmp_path / "runs", "--epochs", "2", "--parity-every", "1", *REGULARISED)
+    assert status == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["parity"]["bitwise_equal_checks"] == summary["parity"]["checks"] == 12
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    for layer in (1, 2):  # max-norm held: every unit's incoming weights within the bound
+        assert torch.linalg.vector_norm(state["engine"][f"W{layer}"], dim=1).max() <= 1.5
+    # and the regularisers did something: the same run without them ends elsewhere
+    status, plain_dir = run(fake_data, tmp_path / "plain", "--epochs", "2", "--optimizer", "adam")
+    plain = torch.load(plain_dir / "checkpoint.pt", weights_only=True)
+    assert not torch.equal(plain["engine"]["W1"], state["engine"]["W1"])
+
+
+def test_maxout_trains_bitwise(fake_data, tmp_path):
+    status, run_dir = run(fake_data, tmp_path / "runs", "--epochs", "1", "--parity-every", "1",
+                          "--activation", "maxout", "--maxout-pieces", "3", "--dropout", "0.2")
+    assert status == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["parity"]["bitwise_equal_checks"] == summary["parity"]["checks"] == 6
+
+
+def test_resume_with_dropout_is_bitwise_identical(fake_data, tmp_path):
+    """The dropout masks come from torch's default generator, whose state the checkpoint holds."""
+    args = ["--epochs", "2", *REGULARISED]
+    assert run(fake_data, tmp_path / "whole", *args)[0] == 0
+    whole = torch.load(next((tmp_path / "whole").iterdir()) / "checkpoint.pt", weights_only=True)
+    status, parts_dir = run(fake_data, tmp_path / "parts", *args, "--max-steps", "7")
+    assert status == 0
+    torch.manual_seed(12345)  # a resumed process starts from another generator state; the checkpoint restores it
+    status = main(["--no-progress", "--device", "cpu", "--dataset", "idx", "--data-dir", str(fake_data),
+                   "--hidden", "12", "--batch-size", "16", *args, "--resume", str(parts_dir / "checkpoint.pt")])
+    assert status == 0
+    resumed = torch.load(parts_dir / "checkpoint.pt", weights_only=True)
+    for key in ("engine", "twin"):
+        for name, tensor in whole[key].items():
+            assert torch.equal(tensor, resumed[key][name]), (key, name)

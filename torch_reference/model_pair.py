@@ -15,12 +15,14 @@ import torch
 from torch import Tensor
 
 from manual_backprop.config import MLPConfig
+from manual_backprop.constraints import max_norm_
 from manual_backprop.model import MLP, init_parameters
 from manual_backprop.optim import build_optimizer
 from manual_backprop.optim_config import OptimizerConfig, ScheduleConfig
 from manual_backprop.record import Record
 from manual_backprop.schedules import LRSchedule
 from torch_reference.compare import compare_records
+from torch_reference.lockstep import lockstep_loss_and_gradients
 from torch_reference.optim_parity import lr_row, state_rows, weight_rows
 from torch_reference.optim_twin import (build_torch_optimizer, build_torch_schedule, current_lr, load_schedule_state,
                                         schedule_state)
@@ -68,9 +70,13 @@ class ModelPair:
         for one, stays finite while its margins overflow), so a diverged state never reaches a checkpoint.
         """
         self.engine_optimizer.lr = self.engine_schedule.lr
-        with torch.inference_mode():
-            record = self.engine.loss_and_gradients(X, y)
-        twin_record = self.twin.loss_and_gradients(X, y) if self.twin is not None else None
+        if self.twin is not None:
+            # Training mode (dropout active): both draw their masks from one generator state (see lockstep.py).
+            record, twin_record = lockstep_loss_and_gradients(self.engine, self.twin, X, y, train=True)
+        else:
+            with torch.inference_mode():
+                record = self.engine.loss_and_gradients(X, y, train=True)
+            twin_record = None
         result = StepResult(record, twin_record, record.loss.item(),
                             twin_record.loss.item() if twin_record is not None else None)
         for model, loss, model_record in (("manual", result.engine_loss, record),
@@ -92,6 +98,11 @@ class ModelPair:
             self.twin_optimizer.step()
             if self.twin_schedule is not None:
                 self.twin_schedule.step()
+        if self.config.max_norm is not None:  # the projection after each update (Srivastava et al. 2014)
+            with torch.inference_mode():
+                max_norm_(self.engine.params, self.config.max_norm, self.config)
+            if self.twin is not None:
+                self.twin.apply_max_norm(self.config.max_norm)
         for model, params in (("manual", self.engine.params), ("autograd", self.twin_params())):
             bad = non_finite_parameter(params)
             if bad:

@@ -24,12 +24,14 @@ from mnist_data import DatasetSplits
 from manual_backprop.optim_config import OptimizerConfig, ScheduleConfig
 from torch_reference.batch_order import BatchOrder
 from torch_reference.checkpoint import (CHECKPOINT_NAME, CheckpointError, check_compatible, load_checkpoint,
-                                        save_checkpoint)
+                                        save_checkpoint, validate_for_run)
 from torch_reference.compare import policy_for
 from torch_reference.evaluation import evaluate_engine, evaluate_twin
+from torch_reference.guarded_logger import GuardedLogger
 from torch_reference.model_pair import DivergenceError, ModelPair, non_finite_parameter
 from torch_reference.parity_tally import ParityTally
 from torch_reference.run_logging import RunLogger
+from torch_reference.run_lock import RunLock
 
 DRY_RUN_BATCHES = 3
 DRY_RUN_EVAL_IMAGES = 512
@@ -127,6 +129,9 @@ class SideBySideRun:
                                 DRY_RUN_BATCHES if settings.dry_run else None)
         self.batches_per_epoch = self.order.batches_per_epoch
         self.models = ModelPair(config, settings.optimizer, settings.schedule, settings.seed, twin=settings.twin)
+        # Dropout draws its masks from torch's default generator (nn.Dropout can use no other): seed it, so a run
+        # is reproducible from --seed alone; its state goes into checkpoints.
+        torch.manual_seed(settings.seed)
         self.policy = policy_for(config.torch_dtype)
         self.tally = ParityTally()
         self.epoch = 0  # epochs completed
@@ -167,7 +172,9 @@ class SideBySideRun:
             "epoch": self.epoch,
             "global_step": self.global_step,
             "order": self.order.state_dict(),
-            "torch_rng": torch.get_rng_state(),
+            "torch_rng": torch.get_rng_state(),  # dropout's masks come from the default generators
+            "cuda_rng": (torch.cuda.get_rng_state(self.config.torch_device) if self.config.torch_device.type == "cuda"
+                         else torch.empty(0, dtype=torch.uint8)),
             "tally": asdict(self.tally),
             "history": self.history,
             "elapsed": self.elapsed,
@@ -190,6 +197,7 @@ class SideBySideRun:
         state = load_checkpoint(path)
         check_compatible(path, {**state["config"], **state["settings"], **state["data"]},
                          {**self.config.to_dict(), **self.settings.identity(), **self.data_identity()})
+        validate_for_run(path, state, self.state(), self.order.n_train, self.batches_per_epoch, self.settings.epochs)
         try:
             self.models.load_state_dict(state)
             self.order.load_state_dict(state["order"])
@@ -197,6 +205,8 @@ class SideBySideRun:
             raise CheckpointError(f"--resume {path}: the checkpoint does not fit this run ({error})") from error
         self.epoch, self.global_step = state["epoch"], state["global_step"]
         torch.set_rng_state(state["torch_rng"])
+        if self.config.torch_device.type == "cuda" and state["cuda_rng"].numel():
+            torch.cuda.set_rng_state(state["cuda_rng"], self.config.torch_device)
         self.tally = ParityTally(**state["tally"])
         self.history = list(state["history"])
         self.elapsed = state["elapsed"]
@@ -351,21 +361,36 @@ def train(config: MLPConfig, settings: TrainSettings, data: DatasetSplits, run_d
     """Run (or resume) a side-by-side training in ``run_dir`` and return its summary.
 
     A resumed run continues in the checkpoint's run directory; TensorBoard events that the interrupted run
-    wrote after its checkpoint are purged so the curves continue without duplicates.
+    wrote after its checkpoint are purged so the curves continue without duplicates. One process at a time per run
+    directory (``run_lock``): a second one fails at once with RunLockError naming the first one's pid; a new
+    directory of a run that fails before its first step is removed again.
     """
-    run = SideBySideRun(config, settings, data, run_dir, description, log=log, progress=progress)
-    if resume is not None:
-        run.restore(resume)
-        log(f"resumed from {resume}: epoch {run.epoch + 1}, step {run.global_step}")
-    logger = RunLogger(run_dir, purge_step=run.global_step + 1 if resume is not None else None, twin=settings.twin)
+    lock = RunLock(run_dir, fresh=resume is None).acquire()  # a second process on this run directory stops here
+    for orphan in lock.removed_orphans:
+        log(f"removed {orphan.name}, a temporary checkpoint file left by a killed write")
+    run = None
     try:
-        if resume is None:
-            logger.config_text(description)
-        summary = run.run(logger)
-        if not summary["stopped_early"]:
-            hparams = {**config.to_dict(), **settings.hparams()}
-            logger.hparams(hparams, {model: {"test_accuracy": values["test_accuracy"], "test_loss": values["test_loss"]}
-                                     for model, values in summary["final"].items()})
+        run = SideBySideRun(config, settings, data, run_dir, description, log=log, progress=progress)
+        if resume is not None:
+            run.restore(resume)
+            log(f"resumed from {resume}: epoch {run.epoch + 1}, step {run.global_step}")
+        logger = GuardedLogger(run_dir, lambda: RunLogger(run_dir, purge_step=run.global_step + 1 if resume is not None
+                                                          else None, twin=settings.twin))
+        try:
+            if resume is None:
+                logger.config_text(description)
+            summary = run.run(logger)
+            if not summary["stopped_early"]:
+                hparams = {**config.to_dict(), **settings.hparams()}
+                logger.hparams(hparams, {model: {"test_accuracy": values["test_accuracy"],
+                                                 "test_loss": values["test_loss"]}
+                                         for model, values in summary["final"].items()})
+        finally:
+            logger.close()
+    except BaseException:
+        if lock.release(failed=True, steps=run.global_step if run is not None else 0):
+            log(f"removed the new run directory {run_dir}: the run failed before its first step")
+        raise
     finally:
-        logger.close()
+        lock.release()
     return summary
