@@ -77,6 +77,54 @@ def test_cli_numeric_column_in_float64(tmp_path):
     assert all(r["passed"] and r["checked"] > 0 for r in report["numeric"])
 
 
+def test_cli_new_layers_and_losses_are_bitwise(tmp_path):
+    """Maxout, dropout on the input and hidden layers, max-norm, Kaiming init and dL/dX in one run."""
+    out = tmp_path / "report.json"
+    result = run_cli("--sizes", "20,12,8,3", "--activation", "maxout", "--maxout-pieces", "3", "--dropout", "0.5",
+                     "--input-dropout", "0.2", "--max-norm", "0.4", "--init", "kaiming_normal", "--input-grad",
+                     "--batch-size", "9", "--device", "cpu", "--exact", "--json", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "config: 20-12-8-3_maxout3_cross_entropy_drop-0.5_indrop-0.2_maxnorm-0.4_init-kaiming_normal" in result.stdout
+    report = json.loads(out.read_text())
+    names = [(r["layer"], r["name"]) for r in report["tensors"]]
+    assert names[:4] == [(1, "W"), (2, "W"), (3, "W"), ("loss", "loss")]
+    assert names[4:6] == [(0, "D"), (0, "dX")] and (1, "D") in names and (2, "D") in names
+    assert next(r for r in report["tensors"] if (r["layer"], r["name"]) == (1, "dZ"))["shape"] == [9, 36]
+    assert report["config"]["dropout"] == 0.5 and report["config"]["input_grad"] is True
+    assert report["exact"] == report["total"] == len(names)
+
+
+@pytest.mark.parametrize("loss", ["bce", "l1"])
+def test_cli_bce_and_l1(loss, capsys):
+    args = ["--sizes", "10,6,1", "--loss", loss, "--activation", "tanh", "--device", "cpu", "--exact", "--batch-size", "5"]
+    assert parity.main(args) == 0
+    assert f"_{loss}," in capsys.readouterr().out
+
+
+def test_cli_batch_of_one_through_a_width_one_layer_is_bitwise(capsys):
+    """Issue 6's case: autograd's column-major mm path for a (1, 1) input, matched by the engine."""
+    args = ["--dtype", "float32", "--sizes", "4,1,70", "--activation", "identity", "--loss", "mse", "--batch-size", "1",
+            "--seed", "0", "--exact", "--device", "cpu"]
+    assert parity.main(args) == 0
+    assert "PASS: 13/13 tensors bitwise equal" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--dropout", "1"], "dropout: expected a drop probability in [0, 1); got 1.0"),
+    (["--input-dropout", "-0.5"], "input_dropout: expected a drop probability in [0, 1)"),
+    (["--activation", "maxout", "--maxout-pieces", "1"], "maxout_pieces: expected an int k >= 2"),
+    (["--maxout-pieces", "3"], "maxout_pieces: only used with activation='maxout'"),
+    (["--max-norm", "0"], "max_norm: expected a finite norm bound c > 0"),
+    (["--init", "he"], "invalid choice: 'he'"),
+    (["--sizes", "784,10", "--activation", "tanh"], "activation: the network (784, 10) has no hidden layer"),
+])
+def test_cli_bad_layer_arguments_exit_2(args, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parity.main(args)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("args, message", [
     (["--sizes", "784,abc,10"], "expected comma-separated positive ints"),
     (["--sizes", "784"], "expected at least an input and an output width"),

@@ -9,6 +9,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 import manual_backprop
 from manual_backprop.config import HIDDEN_ACTIVATIONS, LOSSES, MLPConfig
+from manual_backprop.constraints import max_norm_
 from manual_backprop.model import MLP
 from manual_backprop.optim import SGD
 from torch_reference.parity import synthetic_batch
@@ -131,8 +132,10 @@ class RecordOps(TorchDispatchMode):
 @pytest.mark.parametrize("activation", HIDDEN_ACTIVATIONS)
 @pytest.mark.parametrize("loss", LOSSES)
 def test_no_backward_kernel_runs_during_a_training_step(activation, loss):
-    """At run time: no ATen *_backward operator is dispatched while the engine trains, under inference_mode."""
-    config = MLPConfig(sizes=(12, 9, 7, 4), activation=activation, loss=loss, l2=0.01)
+    """At run time: no ATen *_backward operator is dispatched while the engine trains, under inference_mode,
+    with every layer and regulariser on: dropout on the input and hidden layers, maxout, max-norm, dL/dX."""
+    config = MLPConfig(sizes=(12, 9, 7, 4), activation=activation, loss=loss, l2=0.01, dropout=0.5,
+                       input_dropout=0.2, max_norm=0.5, maxout_pieces=3 if activation == "maxout" else 2)
     generator = torch.Generator().manual_seed(0)
     model = MLP(config, generator=generator)
     optimizer = SGD(model.params, lr=0.1, momentum=0.9)
@@ -140,9 +143,13 @@ def test_no_backward_kernel_runs_during_a_training_step(activation, loss):
     recorder = RecordOps()
     with torch.inference_mode(), recorder:
         for _ in range(2):
-            optimizer.step(model.loss_and_gradients(X, y).gradients())
+            optimizer.step(model.loss_and_gradients(X, y, train=True, input_grad=True).gradients())
+            max_norm_(model.params, config.max_norm, config)
     assert recorder.ops, "the recorder saw nothing: the check would be vacuous"
     assert any("addmm" in op for op in recorder.ops)
+    assert any("bernoulli" in op for op in recorder.ops) and any("linalg_vector_norm" in op for op in recorder.ops)
+    if activation == "maxout":
+        assert any("max.dim" in op for op in recorder.ops) and any("scatter" in op for op in recorder.ops)
     backward_ops = sorted(op for op in recorder.ops if "backward" in op)
     assert not backward_ops, backward_ops
 

@@ -53,13 +53,19 @@ def test_relu_backward_gives_plus_zero_like_autograd():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("m, n_in, n_out", [(64, 784, 256), (1, 5, 7), (33, 3, 3), (17, 31, 29)])
-def test_linear_matches_nn_linear(m, n_in, n_out, dtype):
-    generator = torch.Generator().manual_seed(m)
-    x = torch.randn(m, n_in, generator=generator, dtype=dtype)
+@pytest.mark.parametrize("m, n_in, n_out, transposed", [
+    (64, 784, 256, False), (1, 5, 7, False), (33, 3, 3, False), (17, 31, 29, False),
+    (1, 1, 70, False),  # a column-major (1, 1) input: autograd computes dx as (W^T dz^T)^T
+    (1, 1, 300, False), (5, 1, 70, False), (1, 3, 70, False),
+    (40, 30, 70, True),  # a transposed (column-major) input batch takes that path too
+])
+def test_linear_matches_nn_linear(m, n_in, n_out, transposed, dtype):
+    generator = torch.Generator().manual_seed(m + n_out)
+    x = (torch.randn(n_in, m, generator=generator, dtype=dtype).t() if transposed
+         else torch.randn(m, n_in, generator=generator, dtype=dtype))
     layer = torch.nn.Linear(n_in, n_out, dtype=dtype)
     z, cache = linear_forward(x, layer.weight.detach(), layer.bias.detach())
-    x_leaf = x.clone().requires_grad_(True)
+    x_leaf = x.detach().requires_grad_(True)  # the same layout as x (clone could change the strides)
     z_ref = layer(x_leaf)
     assert torch.equal(z, z_ref.detach())
     dz = torch.randn(m, n_out, generator=generator, dtype=dtype)
