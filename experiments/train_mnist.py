@@ -21,11 +21,14 @@ import torch
 from experiments.cli_format import DefaultsOnceFormatter
 from experiments.optimizer_flags import add_optimizer_flags, flag_named_error, optimizer_config, schedule_config
 from experiments.parity import resolve_device
+from experiments.preflight import memory_fits, nonempty_path, resume_logdir, seed_in_range, writable_file
 from manual_backprop.config import HIDDEN_ACTIVATIONS, INITS, LOSSES, MSE_CONVENTIONS, MLPConfig
 from mnist_data import STANDARDIZE_MODES, DatasetError, default_data_dir, load_splits
 from torch_reference.checkpoint import CheckpointError
+from torch_reference.guarded_logger import LoggingError
+from torch_reference.run_lock import RunLockError
 from torch_reference.run_logging import new_run_dir
-from torch_reference.training import DRY_RUN_BATCHES, TrainingError, TrainSettings, train
+from torch_reference.training import DRY_RUN_BATCHES, DRY_RUN_EVAL_IMAGES, TrainingError, TrainSettings, train
 
 DEFAULT_LOGDIR = Path(__file__).resolve().parent.parent / "runs"
 
@@ -79,7 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "std; pixel: each pixel minus its own training mean, over its own std (the course's lab)")
     p.add_argument("--val-size", type=int, default=0, help="hold out this many training images for validation")
     p.add_argument("--limit", type=int, default=None, help="train on the first N training images only")
-    p.add_argument("--logdir", default=str(DEFAULT_LOGDIR), help="parent of the run directories")
+    p.add_argument("--logdir", default=str(DEFAULT_LOGDIR),
+                   help="parent of the run directories (with --resume: the run continues in the checkpoint's own "
+                        "directory; another --logdir is refused)")
     p.add_argument("--log-interval", type=int, default=100, help="steps between train-loss points")
     p.add_argument("--parity-every", type=int, default=100, help="steps between parity checks")
     p.add_argument("--no-twin", action="store_true", help="train the manual engine alone")
@@ -135,6 +140,13 @@ def main(argv=None) -> int:
         if args.val_size < 0:
             raise ValueError(f"--val-size: expected a number of images >= 0; got {args.val_size}")
         schedule_config(args, total_steps=1)  # the flags alone; the cosine length needs the data (below)
+        nonempty_path(args.logdir, "--logdir")
+        nonempty_path(args.json, "--json")
+        seed_in_range(args.seed)
+        if args.json is not None:
+            writable_file(Path(args.json), "--json")  # now, not after the training
+        if args.resume is not None:
+            resume_logdir(args.logdir, parser.get_default("logdir"), Path(args.resume))
         logdir = writable_dir(Path(args.logdir), "--logdir") if args.resume is None else None
     except (ValueError, TypeError) as error:
         parser.error(flag_named_error(error))
@@ -164,8 +176,12 @@ def main(argv=None) -> int:
         parser.error(flag_named_error(error))
 
     try:
+        eval_images = min(data.test_x.shape[0], DRY_RUN_EVAL_IMAGES) if args.dry_run else data.test_x.shape[0]
+        memory_fits(config, optimizer, batch_size, max(eval_images, data.val_x.shape[0]), settings.twin,
+                    f"--hidden {','.join(map(str, args.hidden)) or 'none'}", f"--batch-size {args.batch_size}")
         if args.resume is not None:
             run_dir = Path(args.resume).resolve().parent
+            writable_file(run_dir / "summary.json", "run summary")  # before the training, not after it
         else:
             run_dir = new_run_dir(logdir, f"{config.slug()}_{optimizer.slug()}")
         description = {"command": "python -m experiments.train_mnist " + " ".join(argv if argv is not None else sys.argv[1:]),
@@ -182,13 +198,18 @@ def main(argv=None) -> int:
             + (f" after {settings.schedule.warmup_steps} warm-up steps" if settings.schedule.warmup_steps else ""))
         summary = train(config, settings, data, run_dir, description,
                         resume=Path(args.resume) if args.resume else None, log=log, progress=not args.no_progress)
-    except (DatasetError, CheckpointError, TrainingError, ValueError) as error:
+    except (DatasetError, CheckpointError, TrainingError, RunLockError, LoggingError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
 
     summary_path = run_dir / "summary.json"
     text = json.dumps(summary, indent=2) + "\n"
-    summary_path.write_text(text)
+    try:
+        summary_path.write_text(text)
+    except OSError as error:
+        print(f"error: cannot write the run summary {summary_path} ({error.strerror}); the checkpoint "
+              f"{summary['checkpoint']} holds the run", file=sys.stderr)
+        return 1
     if args.json:
         try:
             Path(args.json).write_text(text)

@@ -1,0 +1,75 @@
+"""Checks the training script makes before it trains: anything that would fail later (after minutes of training,
+or with a traceback from deep inside torch) is refused up front with a message naming the flag.
+
+Each function raises ``ValueError("--flag ...: ...")``; the script turns it into ``error: ...`` and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from manual_backprop.config import MLPConfig
+from manual_backprop.optim_config import OptimizerConfig
+from torch_reference.memory_estimate import available_bytes, estimate, human
+
+SEED_LIMIT = 2 ** 64  # torch.Generator.manual_seed takes 64 bits
+
+
+def nonempty_path(text: str | None, flag: str) -> None:
+    """An empty string is not a path (``Path('')`` would silently mean the current directory)."""
+    if text is not None and not text.strip():
+        raise ValueError(f"{flag}: expected a path; got {text!r}")
+
+
+def seed_in_range(seed: int) -> None:
+    if not 0 <= seed < SEED_LIMIT:
+        raise ValueError(f"--seed: expected 0 <= seed < 2**64 (what torch's generators take); got {seed}")
+
+
+def writable_file(path: Path, flag: str) -> None:
+    """``path`` can be written later: not a directory, its parent a directory in which a file can be created. Tested
+    with a real (removed again) file, since root passes every permission check on a read-only mount."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{flag} {path}: is a directory; expected a file path")
+    parent = path.parent
+    if not parent.is_dir():
+        raise ValueError(f"{flag} {path}: the directory {parent} does not exist")
+    try:
+        if path.exists():
+            with open(path, "ab"):
+                pass
+        else:
+            descriptor, probe = tempfile.mkstemp(prefix=f".{path.name}.", dir=parent)
+            os.close(descriptor)
+            os.unlink(probe)
+    except OSError as error:
+        raise ValueError(f"{flag} {path}: cannot be written ({error.strerror or error})") from None
+
+
+def resume_logdir(logdir: str, default: str, checkpoint: Path) -> None:
+    """A resumed run continues in its checkpoint's directory; a different --logdir would be silently ignored, so it
+    is refused (leaving --logdir out, or giving the checkpoint's parent directory, is fine)."""
+    if logdir == default or not Path(checkpoint).is_file():
+        return  # the default (not given) or a missing checkpoint (reported as such by the loader)
+    run_parent = Path(checkpoint).resolve().parent.parent
+    if Path(logdir).resolve() != run_parent:
+        raise ValueError(f"--logdir {logdir}: --resume continues the run in its own directory, under {run_parent}; "
+                         f"leave --logdir out (or give {run_parent})")
+
+
+def memory_fits(config: MLPConfig, optimizer: OptimizerConfig, batch_size: int, eval_images: int, twin: bool,
+                hidden_flag: str, batch_flag: str) -> None:
+    """Refuse a run whose parameters or activations cannot be allocated, naming the flag that makes them large."""
+    needed = estimate(config, optimizer, batch_size, eval_images, twin)
+    free = available_bytes(config.torch_device)
+    if free is None or needed.total <= free:
+        return
+    models = "both models" if twin else "the model"
+    flag = hidden_flag if needed.parameters >= needed.activations else batch_flag
+    raise ValueError(f"{flag}: the run needs about {human(needed.total)} of memory ({human(needed.parameters)} for the "
+                     f"parameters, gradients, optimizer state and checkpoint of {models}, {human(needed.activations)} "
+                     f"for the activations of a batch of {batch_size} and of an evaluation on {eval_images} images); "
+                     f"only {human(free)} is available")
