@@ -14,8 +14,11 @@ import sys
 
 import torch
 
+from experiments.optimizer_flags import add_optimizer_flags, optimizer_config, schedule_config
+
 from manual_backprop.config import HIDDEN_ACTIVATIONS, INITS, LOSSES, MSE_CONVENTIONS, OUTPUT_ACTIVATIONS, MLPConfig
 from torch_reference.parity import run_parity
+from torch_reference.training_parity import run_optimizer_parity
 
 
 def parse_sizes(text: str) -> tuple[int, ...]:
@@ -71,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="add a float64 central-finite-difference check of the parameter gradients")
     parser.add_argument("--exact", action="store_true", help="fail unless every tensor is bitwise equal")
     parser.add_argument("--json", metavar="PATH", help="also write the report as JSON")
+    parser.add_argument("--steps", type=int, default=0, metavar="N",
+                        help="train both models N steps with the optimizer below and compare weights, every "
+                             "optimizer state tensor and the learning rate after each (0: one gradient check)")
+    add_optimizer_flags(parser)
     return parser
 
 
@@ -87,8 +94,21 @@ def main(argv=None) -> int:
                            init=args.init, dtype=args.dtype, device=resolve_device(args.device))
     except (ValueError, TypeError) as error:
         parser.error(str(error))
-    report = run_parity(config, batch_size=args.batch_size, seed=args.seed, numeric=args.numeric,
-                        require_exact=args.exact, input_grad=args.input_grad)
+    if args.steps < 0:
+        parser.error(f"--steps: expected an integer >= 0; got {args.steps}")
+    if args.steps:
+        if args.numeric or args.input_grad:
+            parser.error("--steps: --numeric and --input-grad belong to the one-batch check (--steps 0)")
+        try:
+            optimizer = optimizer_config(args)
+            schedule = schedule_config(args, total_steps=args.steps)
+        except ValueError as error:
+            parser.error(str(error))
+        report = run_optimizer_parity(config, optimizer, schedule, steps=args.steps, batch_size=args.batch_size,
+                                      seed=args.seed, require_exact=args.exact)
+    else:
+        report = run_parity(config, batch_size=args.batch_size, seed=args.seed, numeric=args.numeric,
+                            require_exact=args.exact, input_grad=args.input_grad)
     print(f"config: {config.slug()}, {config.dtype} on {config.device}, batch {args.batch_size}, seed {args.seed}")
     print(report.table())
     if args.json:

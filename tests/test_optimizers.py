@@ -253,3 +253,59 @@ def test_optimizer_state_round_trip_continues_bitwise():
         assert torch.equal(params[name], copy[name])
     with pytest.raises(ValueError, match=r"optimizer state: saved for"):
         build_optimizer(OptimizerConfig("adam"), copy).load_state_dict(saved)
+
+
+FULL_LOOP = {
+    "sgd": (OptimizerConfig("sgd", lr=0.1), ScheduleConfig("step", step_size=50, gamma=0.5)),
+    "momentum": (OptimizerConfig("momentum", lr=0.05, weight_decay=1e-3), ScheduleConfig("cosine", t_max=200)),
+    "nesterov": (OptimizerConfig("nesterov", lr=0.05), ScheduleConfig("multistep", milestones=(60, 150))),
+    "adagrad": (OptimizerConfig("adagrad", lr_decay=1e-3), ScheduleConfig("exponential", gamma=0.995)),
+    "rmsprop": (OptimizerConfig("rmsprop", lr=1e-3, momentum=0.5, centered=True),
+                ScheduleConfig("cosine", t_max=180, warmup_steps=20)),
+    "adam": (OptimizerConfig("adam", amsgrad=True), ScheduleConfig("constant", warmup_steps=30)),
+    "adamw": (OptimizerConfig("adamw", weight_decay=0.1, decay_biases=False), ScheduleConfig("cosine", t_max=200)),
+}
+
+
+@pytest.mark.parametrize("name", list(FULL_LOOP))
+def test_200_training_steps_bitwise_with_dropout_and_max_norm(name):
+    """The whole loop (forward, backward, update, schedule, max-norm; dropout masks in lockstep) of both models:
+    after each of 200 steps every weight, every optimizer state tensor and the lr are bitwise equal (checked with
+    torch.equal; the parity report's rows, which also give ulp distances, are exercised in the CLI test)."""
+    from manual_backprop.config import MLPConfig
+    from torch_reference.model_pair import ModelPair
+    from torch_reference.parity import synthetic_batch
+
+    config = MLPConfig(sizes=(10, 8, 6, 4), dropout=0.2, max_norm=2.0)
+    optimizer, schedule = FULL_LOOP[name]
+    pair = ModelPair(config, optimizer, schedule, seed=3)
+    torch.manual_seed(3)
+    batches = torch.Generator().manual_seed(4)
+    twin_params = pair.twin.engine_parameters()
+    for step in range(1, 201):
+        pair.step(*synthetic_batch(config, 5, batches))
+        assert pair.engine_schedule.lr == current_lr(pair.twin_optimizer), f"step {step}: lr"
+        for param_name, param in twin_params.items():
+            assert torch.equal(pair.engine.params[param_name], param.detach()), f"step {step}: {param_name}"
+        for param_name, key, mine, theirs in state_pairs(pair.engine_optimizer, pair.twin_optimizer, twin_params):
+            assert torch.equal(mine, theirs), f"step {step}: {param_name}.{key}"
+
+
+def test_parity_cli_steps_json_contract(tmp_path, capsys):
+    import json
+
+    from experiments.parity import main
+
+    path = tmp_path / "report.json"
+    status = main(["--sizes", "12,8,4", "--batch-size", "6", "--optimizer", "adam", "--lr-schedule", "cosine",
+                   "--steps", "3", "--exact", "--json", str(path)])
+    assert status == 0, capsys.readouterr().out
+    report = json.loads(path.read_text())
+    assert {"config", "policy", "tensors", "numeric", "exact", "total", "passed"} <= set(report)
+    assert report["passed"] and report["exact"] == report["total"]
+    assert report["config"]["optimizer"]["name"] == "adam" and report["config"]["steps"] == 3
+    names = {(row["layer"], row["name"]) for row in report["tensors"]}
+    assert ("3:1", "exp_avg(W)") in names and ("3:lr", "lr") in names and ("1:2", "dW") in names
+    with pytest.raises(SystemExit):
+        main(["--steps", "2", "--optimizer", "adam", "--betas", "0.9,1.5"])
+    assert "--betas[1]: expected 0 <= betas[1] < 1" in capsys.readouterr().err
