@@ -16,7 +16,7 @@ from manual_backprop.activations import Activation, get_activation
 from manual_backprop.config import MLPConfig
 from manual_backprop.dropout import dropout_backward, dropout_forward
 # init_parameters and parameter_names live in init.py; imported here too, where callers have found them so far.
-from manual_backprop.init import init_parameters, parameter_names, parameter_shape  # noqa: F401
+from manual_backprop.init import init_parameters, parameter_names, parameter_shape  # noqa: F401 (re-exported)
 from manual_backprop.linear import linear_backward, linear_forward
 from manual_backprop.record import Record
 

@@ -167,3 +167,19 @@ def test_training_with_dropout_and_max_norm_stays_bitwise_equal(activation, loss
         norms = torch.linalg.vector_norm(engine.params["W2"], dim=1)
         assert (norms <= config.max_norm * (1 + 4 * torch.finfo(torch.float32).eps)).all()
     assert constrained > 0  # the constraint did bite
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
+def test_cuda_takes_the_fused_kernel_and_draws_the_same_masks():
+    """On CUDA nn.Dropout runs native_dropout; the engine does too, so the masks agree (float64 tolerance:
+    GPU kernels are not reproduced bit for bit). Not run on the CPU-only development machine."""
+    config = network("float64", device="cuda")
+    generator = torch.Generator().manual_seed(6)
+    engine = MLP(config, generator=generator)
+    twin = TwinMLP.from_engine(config, engine.params)
+    X, y = synthetic_batch(config, 32, generator)
+    ours, theirs = lockstep_loss_and_gradients(engine, twin, X, y, train=True, input_grad=True)
+    assert torch.equal(ours.input["D"] != 0, theirs.input["D"] != 0)
+    report = compare_records(ours, theirs)
+    assert report.passed, report.table()

@@ -7,7 +7,7 @@ from manual_backprop.config import MLPConfig
 from manual_backprop.finite_differences import check_gradients
 from manual_backprop.maxout import maxout_backward, maxout_forward
 from manual_backprop.model import MLP, init_parameters
-from torch_reference.parity import run_parity, synthetic_batch
+from torch_reference.parity import run_parity
 from torch_reference.twin import Maxout, TwinMLP, state_dict_key
 
 
