@@ -21,6 +21,7 @@ import torch
 from experiments.cli_format import DefaultsOnceFormatter
 from experiments.optimizer_flags import add_optimizer_flags, flag_named_error, optimizer_config, schedule_config
 from experiments.parity import resolve_device
+from experiments.presets import PRESETS, expand_preset
 from experiments.preflight import memory_fits, nonempty_path, resume_logdir, seed_in_range, writable_file
 from manual_backprop.config import HIDDEN_ACTIVATIONS, INITS, LOSSES, MSE_CONVENTIONS, MLPConfig
 from mnist_data import STANDARDIZE_MODES, DatasetError, default_data_dir, load_splits
@@ -95,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="PATH", default=None, help="continue the run of this checkpoint")
     p.add_argument("--json", metavar="PATH", default=None, help="also write the run summary here")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+    p.add_argument("--preset", choices=list(PRESETS),
+                   help="a named bundle of flags (later flags override it): "
+                        + "; ".join(f"{name}: {text}" for name, (text, _) in PRESETS.items()))
     add_optimizer_flags(p)
     return p
 
@@ -124,7 +128,11 @@ def writable_dir(path: Path, flag: str) -> Path:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = parser.parse_args(expand_preset(argv))
+    except ValueError as error:
+        parser.error(str(error))
     epochs = 1 if args.dry_run else args.epochs
     try:
         device = resolve_device(args.device)
@@ -184,7 +192,7 @@ def main(argv=None) -> int:
             writable_file(run_dir / "summary.json", "run summary")  # before the training, not after it
         else:
             run_dir = new_run_dir(logdir, f"{config.slug()}_{optimizer.slug()}")
-        description = {"command": "python -m experiments.train_mnist " + " ".join(argv if argv is not None else sys.argv[1:]),
+        description = {"command": "python -m experiments.train_mnist " + " ".join(argv),
                        "dataset": args.dataset, "data_source": data.source, "standardize": args.standardize,
                        "val_size": args.val_size, "limit": args.limit, "train_images": n_train,
                        "epochs": settings.epochs, "batch_size": settings.batch_size, "seed": settings.seed,

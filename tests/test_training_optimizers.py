@@ -156,3 +156,18 @@ def test_resume_with_dropout_is_bitwise_identical(fake_data, tmp_path):
     for key in ("engine", "twin"):
         for name, tensor in whole[key].items():
             assert torch.equal(tensor, resumed[key][name]), (key, name)
+
+
+def test_record_preset_expands_and_later_flags_override(fake_data, tmp_path, capsys):
+    status, run_dir = run(fake_data, tmp_path / "runs", "--preset", "record", "--hidden", "16", "--batch-size", "16",
+                          "--dry-run", "--warmup-steps", "1")
+    assert status == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["config"]["dropout"] == 0.4 and summary["config"]["max_norm"] == 3.5
+    assert summary["config"]["sizes"] == [784, 16, 10]  # overridden
+    assert summary["optimizer"]["name"] == "momentum" and summary["optimizer"]["lr"] == 0.05
+    assert summary["schedule"]["name"] == "cosine" and summary["schedule"]["warmup_steps"] == 1
+    assert "--preset record" in summary["run"]["command"]
+    with pytest.raises(SystemExit):
+        main(["--preset", "fastest"])
+    assert "--preset: expected one of record; got 'fastest'" in capsys.readouterr().err
