@@ -25,9 +25,9 @@ from manual_backprop.record import Record
 class ForwardCache:
     """What the backward needs: per layer the linear and activation caches, Z and A, and the loss caches.
 
-    dropout_noise[l] is the scaled mask applied to A_l (A_0 = X), None where nothing was dropped (evaluation,
-    p = 0, and always for the output layer); D[l] the tensor layer l + 1 read (A_l itself where nothing was
-    dropped).
+    For l = 0..L-1 (the output layer is never dropped): dropout_noise[l] is the scaled mask applied to A_l
+    (A_0 = X), None where nothing was dropped (evaluation, p = 0); D[l] the tensor layer l + 1 read (A_l
+    itself where nothing was dropped).
     """
 
     Z: list[Tensor]
@@ -37,8 +37,8 @@ class ForwardCache:
     loss: Tensor
     loss_cache: object
     l2_cache: object | None
-    dropout_noise: list = None
-    D: list = None
+    dropout_noise: list | None = None
+    D: list | None = None
 
 
 class MLP:
