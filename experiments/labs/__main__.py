@@ -1,0 +1,101 @@
+"""Run the course's worked examples as labs.
+
+    python -m experiments.labs                 list the labs (name, lecture, description, rough run time)
+    python -m experiments.labs NAME [flags]    run one lab (NAME --help lists its flags)
+    python -m experiments.labs all --fast      run every lab in its fast form
+
+Exit status: 0 when every number the course states is reproduced and the engine agrees with its twin,
+1 when not, 2 for bad arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import torch
+
+from experiments.labs.common import Report, add_common_arguments, all_labs
+
+
+def lab_parser(lab) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"python -m experiments.labs {lab.name}",
+                                     description=f"lecture {lab.lecture}: {lab.description}",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_common_arguments(parser)
+    if lab.add_arguments is not None:
+        lab.add_arguments(parser)
+    return parser
+
+
+def run_lab(lab, args: argparse.Namespace, quiet: bool = False) -> Report:
+    report = Report(lab.name, quiet=quiet)
+    torch.set_num_threads(args.threads)
+    lab.run(args, report)
+    return report
+
+
+def listing(labs) -> str:
+    lines = [f"{'lab':<26} {'lecture':<8} {'full run':<10} description"]
+    lines += [f"{lab.name:<26} {lab.lecture:<8} {lab.runtime:<10} {lab.description}" for lab in labs.values()]
+    lines.append("\nRun one with `python -m experiments.labs NAME` (NAME --help for its flags), every fast form "
+                 "with `python -m experiments.labs all --fast`.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    labs = all_labs()
+    if not argv or argv[0] in ("-l", "--list"):
+        print(listing(labs))
+        return 0
+    if argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name == "all":
+        return run_all(labs, rest)
+    if name not in labs:
+        print(f"lab: no lab named {name!r}; expected one of: all, {', '.join(labs)}", file=sys.stderr)
+        return 2
+    lab = labs[name]
+    try:
+        args = lab_parser(lab).parse_args(rest)
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    try:
+        report = run_lab(lab, args)
+    except ValueError as error:  # bad flag values the parser cannot see (e.g. sizes that do not fit together)
+        print(f"{name}: {error}", file=sys.stderr)
+        return 2
+    print()
+    print(report.table())
+    return 0 if report.passed else 1
+
+
+def run_all(labs, rest: list[str]) -> int:
+    common = argparse.ArgumentParser(prog="python -m experiments.labs all",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_common_arguments(common)
+    try:
+        common.parse_args(rest)  # only the common flags make sense for every lab
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    summary, failed = [], []
+    for lab in labs.values():
+        print(f"\n=== {lab.name} (lecture {lab.lecture}): {lab.description}")
+        start = time.perf_counter()
+        report = run_lab(lab, lab_parser(lab).parse_args(rest))
+        seconds = time.perf_counter() - start
+        print(report.table())
+        summary.append(f"{lab.name:<26} {seconds:7.2f} s  {'ok' if report.passed else 'FAIL'}")
+        if not report.passed:
+            failed.append(lab.name)
+    print("\n" + "\n".join(summary))
+    print(f"{len(labs) - len(failed)}/{len(labs)} labs passed" + (f"; failed: {', '.join(failed)}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

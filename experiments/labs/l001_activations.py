@@ -1,0 +1,65 @@
+"""Lecture 001's activation functions and their derivatives, drawn into TensorBoard as images:
+sigmoid, tanh, ReLU, leaky ReLU max(0.1 z, z), maxout max(w1 z + b1, w2 z + b2) and ELU (alpha = 1).
+
+Engine: each activation's forward/backward pair from ``manual_backprop.activations`` with upstream gradient 1,
+so the backward returns f'(z); maxout (a max of two affine pieces, here of a scalar input) by hand: the
+derivative is the slope of the piece that wins. Twin: autograd of the same forward. float32 on a grid of 256
+points, where the engine's backward matches autograd bit for bit.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from experiments.labs.common import Lab, new_lab_run_dir, plot_curves, writer
+from manual_backprop.activations import get_activation
+
+MAXOUT = ((1.0, 0.0), (-0.5, 0.5))  # (w1, b1), (w2, b2): the two affine pieces of the maxout unit
+TWIN_FORWARD = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu,
+                "leaky_relu": lambda z: F.leaky_relu(z, 0.1), "elu": lambda z: F.elu(z, 1.0)}
+
+
+def engine_curves(z: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    curves = {}
+    for name in TWIN_FORWARD:
+        activation = get_activation(name, leaky_slope=0.1, elu_alpha=1.0)
+        a, cache = activation.forward_fn(z)
+        curves[name] = (a, activation.backward_fn(torch.ones_like(z), cache))  # f'(z) = backward of da = 1
+    (w1, b1), (w2, b2) = MAXOUT
+    first, second = w1 * z + b1, w2 * z + b2
+    curves["maxout"] = (torch.maximum(first, second), torch.where(first > second, w1, w2).to(z.dtype))
+    return curves
+
+
+def twin_curves(z: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    (w1, b1), (w2, b2) = MAXOUT
+    forwards = {**TWIN_FORWARD, "maxout": lambda v: torch.maximum(w1 * v + b1, w2 * v + b2)}
+    curves = {}
+    for name, forward in forwards.items():
+        leaf = z.clone().requires_grad_(True)
+        a = forward(leaf)
+        a.backward(torch.ones_like(a))
+        curves[name] = (a.detach(), leaf.grad)
+    return curves
+
+
+def run(args, report) -> None:
+    z = torch.linspace(-4, 4, 256)
+    engine, twin = engine_curves(z), twin_curves(z)
+    run_dir = report.run_dir = new_lab_run_dir(args, "activations")
+    images = writer(run_dir, "manual")
+    xs = z.tolist()
+    for step, name in enumerate(engine):
+        a, da = engine[name]
+        images.add_image(f"activations/{name}", plot_curves({f"{name}(z)": (xs, a.tolist()),
+                                                            f"{name}'(z)": (xs, da.tolist())}, name), step)
+        report.check(f"{name}(z)", None, a, twin[name][0])
+        report.check(f"{name}'(z)", None, da, twin[name][1])
+    images.close()
+    report.say("images: activations/<name> in " + (str(run_dir) if run_dir else "(no TensorBoard run)"))
+    report.values.update(engine=engine)
+
+
+LAB = Lab("activations", "001", "sigmoid, tanh, ReLU, leaky ReLU 0.1, maxout, ELU and derivatives as images",
+          "2 s", run)
