@@ -68,35 +68,54 @@ def check_supported(config: MLPConfig) -> None:
 class Workspace:
     """The buffers of one batch size m, allocated once and reused by every step of that size.
 
-    A[l]: (m, n_l) for each hidden ReLU layer l (1-based): Z_l, then A_l in place, then in the backward the
-          mask sign(A_l), then dZ_l.
-    out: (m, k) the output layer's Z_L; log_probs (m, k); dZ_out (m, k) the loss gradient.
-    dA: flat (m * max hidden width,) the one input gradient alive at a time.
-    dW, db: flat scratch of the largest layer's size, shared by every layer (absent with fuse_velocity).
+    A[l]: (m, n_l) for each hidden ReLU layer l (1-based): Z_l, then A_l in place, then in the backward dZ_l.
+    out: (m, k) the output layer's Z_L; dZ_out (m, k) the loss gradient.
+    scratch: flat, shared by every layer, one use at a time. ReLU with momentum: the rows of dA_{l-1} = dZ_l W_l
+        being turned into dZ_{l-1} (at most ROW_CHUNK batch rows at once) and, without fuse_velocity, the rows
+        of dW_l being folded into the momentum buffer. Otherwise (ReLU): dA_{l-1} whole.
+    dW: flat, the largest layer's dW, where it is formed whole (no momentum or another activation; unfused).
+    db: flat scratch of the widest layer's bias.
     """
 
-    def __init__(self, config: MLPConfig, m: int, fused: bool, relu_hidden: bool):
+    ROW_CHUNK = 128  # batch rows of dA formed at once (the product of a row block is bitwise the full product's)
+    LARGE_BATCH = 256  # from here on dW is formed in row blocks of a quarter of the largest W
+
+    def __init__(self, config: MLPConfig, m: int, fused: bool, relu_hidden: bool, momentum: bool):
         factory = {"dtype": config.torch_dtype, "device": config.torch_device}
         sizes = config.sizes
-        hidden = sizes[1:-1]
+        widest_hidden = max(sizes[1:-1], default=0)
+        largest_W = max(sizes[layer] * sizes[layer - 1] for layer in range(1, config.num_layers + 1))
         self.m = m
         self.A = {layer: torch.empty(m, sizes[layer], **factory) for layer in range(1, config.num_layers)} \
             if relu_hidden else {}
         self.out = torch.empty(m, sizes[-1], **factory)
         self.dZ_out = torch.empty(m, sizes[-1], **factory)
-        self.dA = torch.empty(m * max(hidden, default=0), **factory) if relu_hidden else None
-        largest = max(sizes[layer] * sizes[layer - 1] for layer in range(1, config.num_layers + 1))
-        self.dW = None if fused else torch.empty(largest, **factory)
+        if momentum and relu_hidden:
+            self.row_chunk = min(m, self.ROW_CHUNK)
+            self.dW_budget = 0 if fused else (largest_W if m < self.LARGE_BATCH else -(-largest_W // 4))
+            scratch = max(self.row_chunk * widest_hidden, self.dW_budget)
+        else:  # dA_{l-1} whole (relu); dW_l whole in its own buffer (both are alive during the update)
+            self.row_chunk, self.dW_budget = m, 0
+            scratch = m * widest_hidden if relu_hidden else 0
+        self.scratch = torch.empty(scratch, **factory)
+        self.dW = torch.empty(largest_W, **factory) if not fused and not (momentum and relu_hidden) else None
         self.db = torch.empty(max(sizes[1:]), **factory)
-        self.l2_term = torch.empty(largest, **factory) if config.l2 > 0 else None
+        self.l2_term = torch.empty(largest_W, **factory) if config.l2 > 0 else None
         # The nll gradient's nonzero entry, -1/m rounded in the dtype, as the reference's full(-1)/m.
         self.minus_one_over_m = torch.full((m, 1), -1.0, **factory) / m
         # A zero of the buffer's shape with stride 0: addcmul onto it turns the mask product's -0.0 (where
         # dA < 0 and A = 0) into autograd's +0.0 at no memory cost (and faster than a full zeros tensor).
         self.zero = torch.zeros(1, 1, **factory)
 
+    def view(self, buffer: Tensor, *shape: int) -> Tensor:
+        """The first prod(shape) entries of a flat buffer, as a tensor of that shape."""
+        numel = 1
+        for n in shape:
+            numel *= n
+        return buffer[:numel].view(*shape)
+
     def nbytes(self) -> int:
-        tensors = [*self.A.values(), self.out, self.dZ_out, self.dA, self.dW, self.db, self.l2_term,
+        tensors = [*self.A.values(), self.out, self.dZ_out, self.scratch, self.dW, self.db, self.l2_term,
                    self.minus_one_over_m, self.zero]
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
@@ -183,27 +202,14 @@ class FastTrainer:
         if loss_penalty is not None:
             loss = loss + loss_penalty
 
-        # Backward, lecture 004's order: dA_{l-1} with the old W_l, then dW_l, db_l, update, free, next layer.
+        # Backward, lecture 004's order: each layer's gradient is used (for dZ_{l-1} and the update) and then
+        # its buffer serves the next layer down. The data X needs no gradient (layer 1 has no dA_0).
         for layer in range(L, 0, -1):
-            W = params[f"W{layer}"]
             A_prev = inputs[layer - 1]
-            dA_prev = None
-            if layer > 1:  # the data X needs no gradient
-                if self._relu_hidden:
-                    dA_prev = torch.mm(dZ, W, out=ws.dA[:dZ.shape[0] * W.shape[1]].view(dZ.shape[0], W.shape[1]))
-                else:
-                    dA_prev = dZ.mm(W)
-            self._update_layer(layer, dZ, A_prev, ws)
-            if layer > 1:
-                if self._relu_hidden:
-                    # A_{l-1} has had its last use (dW_l above): overwrite it with f'(Z) = sign(A) in {0, 1},
-                    # then with dZ = 0 + dA * f'. A multiply, not where(A > 0, dA, 0) as the reference writes it:
-                    # the same numbers (the +0 turns the product's -0.0 into where's +0.0), a vectorised kernel
-                    # instead of a select; differs only where dA is inf or NaN (0 * inf is NaN, not 0).
-                    mask = A_prev.sign_()
-                    dZ = torch.addcmul(ws.zero.expand_as(mask), dA_prev, mask, out=mask)
-                else:
-                    dZ = self.activations[layer - 2].backward_fn(dA_prev, caches[layer - 1])
+            if self.momentum and self._relu_hidden:
+                dZ = self._momentum_layer(layer, dZ, A_prev, ws)
+            else:
+                dZ = self._plain_layer(layer, dZ, A_prev, ws, caches)
         self._velocity_started = True
         return loss
 
@@ -234,46 +240,102 @@ class FastTrainer:
         weights = [self.params[f"W{layer}"] for layer in range(1, self.config.num_layers + 1)]
         return self.config.l2 * sum((W * W).sum() for W in weights)
 
-    def _update_layer(self, layer: int, dZ: Tensor, A_prev: Tensor, ws: Workspace) -> None:
-        """dW_l = dZ^T A_{l-1}, db_l = sum_i dZ_i, and the SGD update of W_l and b_l, right away."""
+    def _momentum_layer(self, layer: int, dZ: Tensor, A_prev: Tensor, ws: Workspace) -> Tensor | None:
+        """ReLU network with momentum: V_l from dW_l = dZ_l^T A_{l-1} and db_l; then dZ_{l-1} = dZ_l W_l * f'
+        written over A_{l-1} (which has had its last use); then W_l, b_l <- W_l, b_l - lr V_l. Returns dZ_{l-1}.
+
+        The velocity comes first because it needs A_{l-1} and not W_l, and dZ_{l-1} needs the old W_l and not
+        A_{l-1}'s values: so no dW, dA or Z of a whole layer is ever stored (only row blocks in the scratch)."""
         W, b = self.params[f"W{layer}"], self.params[f"b{layer}"]
+        V_W, V_b = self._velocity[f"W{layer}"], self._velocity[f"b{layer}"]
+        if self.fused:
+            self._fused_velocity(V_W, W, dZ, A_prev)
+        else:
+            n_out, n_in = W.shape
+            rows = n_out if n_out * n_in <= ws.dW_budget else max(1, ws.dW_budget // n_in)
+            for start in range(0, n_out, rows):  # a row block of dW is bitwise that block of the whole product
+                block = slice(start, start + rows)
+                dW = torch.mm(dZ[:, block].t(), A_prev, out=ws.view(ws.scratch, min(rows, n_out - start), n_in))
+                if self.config.l2 > 0:  # the reference's dW + l2 * (2 * W), rounded the same way
+                    dW.add_(torch.mul(W[block], 2, out=ws.view(ws.l2_term, *dW.shape)).mul_(self.config.l2))
+                self._fold_into_velocity(V_W[block], dW)
+        self._fold_into_velocity(V_b, torch.sum(dZ, 0, out=ws.db[:b.shape[0]]))
+        dZ_prev = None
+        if layer > 1:
+            m, n_in = A_prev.shape
+            for start in range(0, m, ws.row_chunk):
+                block = slice(start, start + ws.row_chunk)
+                dA = torch.mm(dZ[block], W, out=ws.view(ws.scratch, min(ws.row_chunk, m - start), n_in))
+                self._relu_delta(A_prev[block], dA, ws)
+            dZ_prev = A_prev
+        W.add_(V_W, alpha=-self.lr)
+        b.add_(V_b, alpha=-self.lr)
+        return dZ_prev
+
+    def _plain_layer(self, layer: int, dZ: Tensor, A_prev: Tensor, ws: Workspace, caches: dict) -> Tensor | None:
+        """Any other case: dA_{l-1} = dZ_l W_l with the old W_l, then dW_l, db_l and the update right away, then
+        dZ_{l-1} = dA_{l-1} * f'. Returns dZ_{l-1}."""
+        W, b = self.params[f"W{layer}"], self.params[f"b{layer}"]
+        dA = None
+        if layer > 1:
+            dA = torch.mm(dZ, W, out=ws.view(ws.scratch, *A_prev.shape)) if self._relu_hidden else dZ.mm(W)
         db = torch.sum(dZ, 0, out=ws.db[:b.shape[0]])
-        l2 = self.config.l2
         if self.fused:
             self._fused_weight_update(f"W{layer}", W, dZ, A_prev)
         else:
-            dW = torch.mm(dZ.t(), A_prev, out=ws.dW[:W.numel()].view_as(W))
-            if l2 > 0:  # the reference's dW + l2 * (2 * W): the penalty's gradient, rounded the same way
-                dW.add_(torch.mul(W, 2, out=ws.l2_term[:W.numel()].view_as(W)).mul_(l2))
+            dW = torch.mm(dZ.t(), A_prev, out=ws.view(ws.dW, *W.shape))
+            if self.config.l2 > 0:  # the reference's dW + l2 * (2 * W): the penalty's gradient, rounded the same way
+                dW.add_(torch.mul(W, 2, out=ws.view(ws.l2_term, *W.shape)).mul_(self.config.l2))
             self._sgd(f"W{layer}", W, dW)
         self._sgd(f"b{layer}", b, db)
+        if layer == 1:
+            return None
+        if self._relu_hidden:
+            self._relu_delta(A_prev, dA, ws)
+            return A_prev
+        return self.activations[layer - 2].backward_fn(dA, caches[layer - 1])
+
+    @staticmethod
+    def _relu_delta(A: Tensor, dA: Tensor, ws: Workspace) -> None:
+        """Overwrite A (whose values are no longer needed) with dZ = 0 + dA * sign(A), sign(A) = 1[A > 0].
+
+        A multiply by the 0/1 mask, not where(A > 0, dA, 0) as relu_backward writes it: the same numbers (adding
+        +0 turns the product's -0.0 into where's +0.0), a vectorised kernel instead of a select. It differs only
+        where dA is inf or NaN (0 * inf is NaN, not 0)."""
+        mask = A.sign_()
+        torch.addcmul(ws.zero.expand_as(mask), dA, mask, out=mask)
+
+    def _fold_into_velocity(self, velocity: Tensor, gradient: Tensor) -> None:
+        """The engine SGD's V <- momentum V + G (V_1 = G), op for op."""
+        if self._velocity_started:
+            velocity.mul_(self.momentum).add_(gradient)
+        else:
+            velocity.copy_(gradient)
 
     def _sgd(self, name: str, param: Tensor, gradient: Tensor) -> None:
         """manual_backprop.optim.SGD.update for one tensor, op for op."""
         if self.momentum:
-            velocity = self._velocity[name]
-            if self._velocity_started:
-                velocity.mul_(self.momentum).add_(gradient)
-            else:
-                velocity.copy_(gradient)
-            gradient = velocity
+            self._fold_into_velocity(self._velocity[name], gradient)
+            gradient = self._velocity[name]
         param.add_(gradient, alpha=-self.lr)
+
+    def _fused_velocity(self, velocity: Tensor, W: Tensor, dZ: Tensor, A_prev: Tensor) -> None:
+        """V <- momentum V + dZ^T A (+ 2 l2 W) with the GEMM adding momentum V itself: no dW tensor."""
+        if self._velocity_started:
+            velocity.addmm_(dZ.t(), A_prev, beta=self.momentum)
+        else:
+            torch.mm(dZ.t(), A_prev, out=velocity)
+        if self.config.l2 > 0:
+            velocity.add_(W, alpha=2 * self.config.l2)
 
     def _fused_weight_update(self, name: str, W: Tensor, dZ: Tensor, A_prev: Tensor) -> None:
         """The weight update with the GEMM writing into the velocity (or the weights): no dW tensor."""
-        l2 = self.config.l2
         if self.momentum:
-            velocity = self._velocity[name]
-            if self._velocity_started:
-                velocity.addmm_(dZ.t(), A_prev, beta=self.momentum)  # V <- beta V + dZ^T A, in the GEMM
-            else:
-                torch.mm(dZ.t(), A_prev, out=velocity)
-            if l2 > 0:
-                velocity.add_(W, alpha=2 * l2)
-            W.add_(velocity, alpha=-self.lr)
+            self._fused_velocity(self._velocity[name], W, dZ, A_prev)
+            W.add_(self._velocity[name], alpha=-self.lr)
         else:
-            if l2 > 0:  # W - lr (dZ^T A + 2 l2 W) = (1 - 2 lr l2) W - lr dZ^T A
-                W.mul_(1 - 2 * self.lr * l2)
+            if self.config.l2 > 0:  # W - lr (dZ^T A + 2 l2 W) = (1 - 2 lr l2) W - lr dZ^T A
+                W.mul_(1 - 2 * self.lr * self.config.l2)
             W.addmm_(dZ.t(), A_prev, alpha=-self.lr)
 
     # --- inputs and buffers -----------------------------------------------------------------------------------
@@ -297,7 +359,7 @@ class FastTrainer:
     def _workspace(self, m: int) -> Workspace:
         ws = self._workspaces.get(m)
         if ws is None:
-            ws = self._workspaces[m] = Workspace(self.config, m, self.fused, self._relu_hidden)
+            ws = self._workspaces[m] = Workspace(self.config, m, self.fused, self._relu_hidden, bool(self.momentum))
         return ws
 
     def workspace_bytes(self) -> int:

@@ -259,10 +259,24 @@ def test_the_workspace_is_reused_and_nothing_else_is_kept():
         trainer.step(X, y)
     assert trainer.workspace_bytes() == held and trainer._workspaces[32] is workspace
     assert [t.data_ptr() for t in workspace.A.values()] == pointers
-    # One dW scratch of the largest layer (784 x 256), not one per layer: lecture 004's freed gradients.
-    assert workspace.dW.numel() == 784 * 256
+    # One scratch of the largest layer's dW (784 x 256), not one per layer: lecture 004's freed gradients.
+    assert workspace.dW is None and workspace.scratch.numel() == 784 * 256
     trainer.release_workspaces()
     assert trainer.workspace_bytes() == 0
+
+
+@pytest.mark.parametrize("fuse_velocity, largest_scratch", [(False, 784 * 256 // 4), (True, 128 * 256)])
+def test_a_large_batch_keeps_only_the_activations_and_row_blocks(fuse_velocity, largest_scratch):
+    """Batch 512: the workspace is A_1, A_2, Z_3 and dZ_3 plus a scratch of row blocks; no Z, dA or whole dW."""
+    config = MLPConfig()
+    trainer = FastTrainer(config, init_parameters(config, torch.Generator().manual_seed(0)), 0.01, 0.9,
+                          fuse_velocity=fuse_velocity)
+    X, y = batches(config, [512])[0]
+    trainer.step(X, y)
+    workspace = trainer._workspaces[512]
+    assert workspace.scratch.numel() == largest_scratch
+    activations = 512 * (256 + 128 + 10 + 10) * 4
+    assert trainer.workspace_bytes() <= activations + 4 * largest_scratch + 8192
 
 
 def test_no_backward_kernel_runs():
