@@ -1,25 +1,34 @@
-"""Time one training step of the manual engine against the same step through autograd, and print the ratio.
+"""Time a training step of the reference engine, the fast path, autograd, torch.compile and the GEMM floor.
 
-    python -m experiments.benchmark --sizes 784,256,128,10 --batch-sizes 64,256 --steps 200
+    python -m experiments.benchmark                       # 784-256-128-10 ReLU, cross-entropy, batches 1..2048
+    python -m experiments.benchmark --batch-sizes 16,128 --repeats 7 --json bench.json
 
-A step is forward, loss, backward and an SGD-with-momentum update; each time is the best of 5 runs. The autograd step is the ordinary one
-(no retain_grad), so the comparison is with what a PyTorch user would write. Ratio > 1: the engine is faster.
+A step is forward, loss, backward and an SGD-with-momentum update (lr 0.001, momentum 0.9). Each time is the
+best of ``--repeats`` runs of enough steps to last about ``--min-seconds``; the variants take turns within
+each repeat, so a burst of load from elsewhere hits them alike. Peak memory is that of one step (see
+experiments/benchmark_variants.py for how). Then one full MNIST epoch at ``--epoch-batch-size`` gives images/s
+for the engine alone (reference and fast path, no twin) and for plain autograd. Ratios: autograd / fast and
+autograd / reference (> 1: the engine is faster), fast / gemm_floor (1.0: nothing but the matrix products).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 
 import torch
 
+from experiments.benchmark_variants import (CPU_MEMORY_METHOD, CUDA_MEMORY_METHOD, VARIANTS, build_variant,
+                                            peak_step_bytes)
 from experiments.parity import parse_sizes, resolve_device
-from manual_backprop.config import HIDDEN_ACTIVATIONS, LOSSES, MLPConfig
-from manual_backprop.model import MLP
-from manual_backprop.optim import SGD
+from manual_backprop.config import MLPConfig
+from manual_backprop.model import init_parameters
 from torch_reference.parity import synthetic_batch
-from torch_reference.twin import TwinMLP
+
+LR, MOMENTUM = 1e-3, 0.9
+DEFAULT_BATCH_SIZES = "1,16,64,128,512,2048"
 
 
 def sync(device: torch.device) -> None:
@@ -27,71 +36,198 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_steps(step, steps: int, device: torch.device, repeats: int = 5) -> float:
-    """Seconds per step: the best of ``repeats`` runs of ``steps`` steps, after 10 warm-up steps. The minimum
-    is the least disturbed by whatever else the machine is doing."""
-    for _ in range(10):
-        step()
-    best = float("inf")
+def run_steps(variant, steps: int, device: torch.device) -> float:
+    """Seconds per step over ``steps`` steps."""
+    sync(device)
+    started = time.perf_counter()
+    for _ in range(steps):
+        variant.step()
+    sync(device)
+    return (time.perf_counter() - started) / steps
+
+
+def measure_batch_size(config: MLPConfig, batch_size: int, names: list[str], repeats: int, min_seconds: float,
+                       fuse_velocity: bool, seed: int = 0) -> dict:
+    """{"batch_size", "ms", "peak_bytes", "notes"} for one batch size; None where a variant could not run."""
+    generator = torch.Generator().manual_seed(seed)
+    params = init_parameters(config, generator)
+    X, y = synthetic_batch(config, batch_size, generator)
+    device = config.torch_device
+    variants, notes = {}, {}
+    for name in names:
+        try:
+            variant = build_variant(name, config, params, X, y, LR, MOMENTUM, fuse_velocity)
+            for _ in range(3):  # warm-up (and, for compiled, the compilation)
+                variant.step()
+            variants[name] = variant
+        except Exception as error:  # a variant that cannot run here is reported, not fatal
+            notes[name] = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300] if str(error) else ''}"
+    steps = {name: max(1, int(min_seconds / max(run_steps(variant, 3, device), 1e-7)))
+             for name, variant in variants.items()}
+    best = {name: float("inf") for name in variants}
     for _ in range(repeats):
+        for name, variant in variants.items():
+            best[name] = min(best[name], run_steps(variant, steps[name], device))
+    peaks = {}
+    for name, variant in variants.items():
+        try:
+            peaks[name] = peak_step_bytes(variant, device)
+        except Exception as error:
+            notes[f"{name} peak_bytes"] = f"{type(error).__name__}: {error}"
+    return {"batch_size": batch_size,
+            "ms": {name: (1e3 * best[name] if name in best else None) for name in VARIANTS},
+            "peak_bytes": {name: peaks.get(name) for name in VARIANTS},
+            "notes": notes}
+
+
+def ratio(numerator, denominator):
+    return None if numerator is None or denominator is None or denominator == 0 else numerator / denominator
+
+
+def ratios(row: dict) -> dict:
+    ms = row["ms"]
+    return {"autograd/fast": ratio(ms["autograd"], ms["fast"]),
+            "autograd/reference": ratio(ms["autograd"], ms["reference"]),
+            "fast/gemm_floor": ratio(ms["fast"], ms["gemm_floor"]),
+            "peak fast/autograd": ratio(row["peak_bytes"]["fast"], row["peak_bytes"]["autograd"])}
+
+
+def load_training_images(dataset: str, data_dir, dtype: torch.dtype, device: str):
+    """The training images and labels of ``dataset`` ("mnist", or "idx": IDX files in ``data_dir``), from
+    whichever data module this checkout has."""
+    try:
+        from mnist_data import load_splits
+    except ImportError:  # before the data code moved into its own package
+        from manual_backprop.datasets import load_splits
+    splits = load_splits(dataset, data_dir, dtype=dtype, device=device)
+    return splits.train_x, splits.train_y
+
+
+def epoch_images_per_second(config: MLPConfig, names: list[str], batch_size: int, dataset: str, data_dir,
+                            fuse_velocity: bool, seed: int = 0) -> dict:
+    """{"batch_size", "images", "seconds": {variant: s}, "images_per_s": {variant: n}} for one shuffled epoch of
+    the training images (MNIST's 60000), the same order for every variant; the last batch is the partial one."""
+    train_x, train_y = load_training_images(dataset, data_dir, config.torch_dtype, config.device)
+    order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(seed)).to(config.torch_device)
+    params = init_parameters(config, torch.Generator().manual_seed(seed))
+    device = config.torch_device
+    seconds = {}
+    for name in names:
+        variant = build_variant(name, config, params, train_x[:batch_size], train_y[:batch_size], LR, MOMENTUM,
+                                fuse_velocity)
+        variant.step()  # warm-up outside the clock
         sync(device)
         started = time.perf_counter()
-        for _ in range(steps):
-            step()
+        for start in range(0, len(order), batch_size):
+            index = order[start:start + batch_size]
+            variant.X, variant.y = train_x[index], train_y[index]
+            variant.step()
         sync(device)
-        best = min(best, (time.perf_counter() - started) / steps)
-    return best
+        seconds[name] = time.perf_counter() - started
+    return {"dataset": dataset, "batch_size": batch_size, "images": len(order), "seconds": seconds,
+            "images_per_s": {name: len(order) / s for name, s in seconds.items()}}
 
 
-def benchmark(config: MLPConfig, batch_size: int, steps: int, seed: int = 0) -> tuple[float, float]:
-    generator = torch.Generator().manual_seed(seed)
-    engine = MLP(config, generator=generator)
-    twin = TwinMLP.from_engine(config, engine.params)
-    X, y = synthetic_batch(config, batch_size, generator)
-    engine_optimizer = SGD(engine.params, lr=1e-3, momentum=0.9)
-    twin_optimizer = torch.optim.SGD(twin.parameters(), lr=1e-3, momentum=0.9)
+def format_table(result: dict) -> str:
+    def cell(value, spec):
+        return "-" if value is None else format(value, spec)
 
-    def engine_step():
-        with torch.inference_mode():
-            engine_optimizer.step(engine.loss_and_gradients(X, y).gradients())
+    lines = [f"{result['config_slug']}, {result['config']['dtype']} on {result['device']}, "
+             f"{result['threads']} threads, torch {result['torch']}",
+             f"{'batch':>5} | " + " | ".join(f"{name + ' ms':>14}" for name in VARIANTS)
+             + " | autograd/fast | autograd/ref | fast/floor | " + " | ".join(f"{name + ' KiB':>14}" for name in VARIANTS)]
+    for row in result["rows"]:
+        r = ratios(row)
+        lines.append(f"{row['batch_size']:>5} | " + " | ".join(f"{cell(row['ms'][name], '.3f'):>14}" for name in VARIANTS)
+                     + f" | {cell(r['autograd/fast'], '.2f'):>13} | {cell(r['autograd/reference'], '.2f'):>12} | "
+                     f"{cell(r['fast/gemm_floor'], '.2f'):>10} | "
+                     + " | ".join(f"{cell(None if row['peak_bytes'][name] is None else row['peak_bytes'][name] / 1024, '.0f'):>14}"
+                                  for name in VARIANTS))
+        for name, note in row["notes"].items():
+            lines.append(f"      note ({name}): {note}")
+    epoch = result.get("epoch")
+    if epoch:
+        lines.append(f"one {epoch['dataset']} epoch ({epoch['images']} images, batch {epoch['batch_size']}): " + ", ".join(
+            f"{name} {rate:.0f} images/s ({epoch['seconds'][name]:.2f} s)" for name, rate in epoch["images_per_s"].items()))
+    lines.append(f"peak memory: {result['memory_method']}")
+    return "\n".join(lines)
 
-    def autograd_step():
-        twin_optimizer.zero_grad(set_to_none=True)
-        loss = twin.loss(twin(X), y)
-        if config.l2 > 0:
-            loss = loss + twin.l2_penalty()
-        loss.backward()
-        twin_optimizer.step()
 
-    device = config.torch_device
-    return time_steps(engine_step, steps, device), time_steps(autograd_step, steps, device)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--sizes", type=parse_sizes, default=(784, 256, 128, 10), help="layer widths")
+    parser.add_argument("--activation", default="relu", help="hidden activation (an MLPConfig activation)")
+    parser.add_argument("--loss", default="cross_entropy", help="an MLPConfig loss")
+    parser.add_argument("--l2", type=float, default=0.0, help="L2 penalty strength")
+    parser.add_argument("--batch-sizes", default=DEFAULT_BATCH_SIZES, help="comma-separated batch sizes")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ",".join(VARIANTS))
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per variant; the best is reported")
+    parser.add_argument("--min-seconds", type=float, default=0.2, help="length of one timed run")
+    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
+    parser.add_argument("--fuse-velocity", action="store_true",
+                        help="fast path: the GEMM writes the momentum buffer (not bitwise; see manual_backprop/fast.py)")
+    parser.add_argument("--epoch-batch-size", type=int, default=64, help="batch size of the MNIST epoch; 0 skips it")
+    parser.add_argument("--epoch-dataset", choices=("mnist", "idx"), default="mnist",
+                        help="the epoch's data: MNIST, or your own IDX files in --data-dir")
+    parser.add_argument("--data-dir", default=None, help="data directory (default: the data module's MNIST cache)")
+    parser.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
+    return parser
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--sizes", type=parse_sizes, default=(784, 256, 128, 10))
-    parser.add_argument("--activation", choices=HIDDEN_ACTIVATIONS, default="relu")
-    parser.add_argument("--loss", choices=LOSSES, default="cross_entropy")
-    parser.add_argument("--batch-sizes", default="64,256", help="comma-separated batch sizes")
-    parser.add_argument("--steps", type=int, default=200, help="timed steps per measurement")
-    parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         batch_sizes = [int(part) for part in args.batch_sizes.split(",")]
-        if min(batch_sizes) < 1 or args.steps < 1:
-            raise ValueError("--batch-sizes and --steps: expected positive integers")
-        config = MLPConfig(sizes=args.sizes, activation=args.activation, loss=args.loss, dtype=args.dtype,
-                           device=resolve_device(args.device))
+        if min(batch_sizes) < 1:
+            raise ValueError(f"--batch-sizes: expected positive integers; got {args.batch_sizes!r}")
+        names = [name for name in args.variants.split(",") if name]
+        unknown = sorted(set(names) - set(VARIANTS))
+        if unknown or not names:
+            raise ValueError(f"--variants: expected names from {','.join(VARIANTS)}; got {args.variants!r}")
+        for flag, value in (("--repeats", args.repeats), ("--epoch-batch-size", args.epoch_batch_size + 1),
+                            ("--threads", args.threads or 1)):
+            if value < 1:
+                raise ValueError(f"{flag}: expected a positive integer")
+        if not args.min_seconds > 0:
+            raise ValueError(f"--min-seconds: expected a duration > 0; got {args.min_seconds}")
+        config = MLPConfig(sizes=args.sizes, activation=args.activation, loss=args.loss, l2=args.l2,
+                           dtype=args.dtype, device=resolve_device(args.device))
     except ValueError as error:
         parser.error(str(error))
-    print(f"{config.slug()}, {config.dtype} on {config.device}, {torch.get_num_threads()} threads, torch {torch.__version__}")
-    print(f"{'batch':>6}  {'engine ms/step':>14}  {'autograd ms/step':>16}  {'autograd/engine':>15}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = config.torch_device
+    result = {"config": config.to_dict(), "config_slug": config.slug(), "device": str(device),
+              "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+              "threads": torch.get_num_threads(), "torch": torch.__version__,
+              "optimizer": {"name": "momentum", "lr": LR, "momentum": MOMENTUM},
+              "fuse_velocity": args.fuse_velocity,
+              "memory_method": CUDA_MEMORY_METHOD if device.type == "cuda" else CPU_MEMORY_METHOD,
+              "rows": []}
     for batch_size in batch_sizes:
-        engine_seconds, autograd_seconds = benchmark(config, batch_size, args.steps)
-        print(f"{batch_size:>6}  {1e3 * engine_seconds:>14.3f}  {1e3 * autograd_seconds:>16.3f}  "
-              f"{autograd_seconds / engine_seconds:>15.2f}")
+        result["rows"].append(measure_batch_size(config, batch_size, names, args.repeats, args.min_seconds,
+                                                 args.fuse_velocity))
+        print(f"batch {batch_size}: done", file=sys.stderr, flush=True)
+    for row in result["rows"]:
+        row["ratios"] = ratios(row)
+    if args.epoch_batch_size:
+        epoch_names = [name for name in ("reference", "fast", "autograd") if name in names]
+        try:
+            result["epoch"] = epoch_images_per_second(config, epoch_names, args.epoch_batch_size, args.epoch_dataset,
+                                                      args.data_dir, args.fuse_velocity)
+        except Exception as error:
+            result["epoch"] = None
+            result["epoch_note"] = f"{type(error).__name__}: {error}"
+    print(format_table(result))
+    if result.get("epoch_note"):
+        print(f"MNIST epoch skipped: {result['epoch_note']}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(result, handle, indent=2)
     return 0
 
 

@@ -1,0 +1,181 @@
+"""The training steps the benchmark times, and how it measures a step's peak memory.
+
+Each variant trains its own copy of the same initial weights on one fixed batch and offers ``step()`` (forward,
+loss, backward, SGD update) and ``release()`` (drop what it keeps between steps besides the parameters and the
+optimizer state, so that the peak of the next step counts it: the fast path's workspace, autograd's .grad).
+
+    reference  the engine's MLP.loss_and_gradients + manual_backprop.optim.SGD (the readable path)
+    fast       manual_backprop.fast.FastTrainer (on CUDA: a CUDA graph of the whole step)
+    autograd   nn.Sequential + F.cross_entropy + torch.optim.SGD with its defaults, as a user writes it
+    compiled   the same with the model and loss under torch.compile
+    gemm_floor only the step's matrix products into preallocated outputs: forward, weight gradients and the
+               input gradients except the first layer's
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from manual_backprop.config import MLPConfig
+from manual_backprop.fast import FastTrainer
+from manual_backprop.model import MLP
+from manual_backprop.optim import SGD
+from torch_reference.twin import TwinMLP
+
+VARIANTS = ("reference", "fast", "autograd", "compiled", "gemm_floor")
+
+
+def clone_params(params: dict) -> dict:
+    return {name: tensor.clone() for name, tensor in params.items()}
+
+
+class ReferenceStep:
+    def __init__(self, config: MLPConfig, params: dict, X, y, lr: float, momentum: float):
+        self.model = MLP(config, clone_params(params))
+        self.optimizer = SGD(self.model.params, lr=lr, momentum=momentum)
+        self.X, self.y = X, y
+
+    def step(self):
+        with torch.inference_mode():
+            self.optimizer.step(self.model.loss_and_gradients(self.X, self.y).gradients())
+
+    def release(self):
+        pass
+
+
+class FastStep:
+    def __init__(self, config: MLPConfig, params: dict, X, y, lr: float, momentum: float,
+                 fuse_velocity: bool = False):
+        self.trainer = FastTrainer(config, clone_params(params), lr, momentum, fuse_velocity=fuse_velocity,
+                                   cuda_graph=config.torch_device.type == "cuda")
+        self.X, self.y = X, y
+
+    def step(self):
+        self.trainer.step(self.X, self.y)
+
+    def release(self):
+        if not self.trainer.cuda_graph:  # a graph's pool is part of the graph; recapturing is not a step
+            self.trainer.release_workspaces()
+
+
+class AutogradStep:
+    """What a PyTorch user writes: nn.Sequential, the functional loss, torch.optim.SGD(lr, momentum)."""
+
+    def __init__(self, config: MLPConfig, params: dict, X, y, lr: float, momentum: float, compiled: bool = False):
+        twin = TwinMLP.from_engine(config, clone_params(params))  # the same nn.Linear and activation modules
+        modules = []
+        for linear, activation in zip(twin.layers, twin.activations):
+            modules += [linear] if isinstance(activation, nn.Identity) else [linear, activation]
+        self.model = nn.Sequential(*modules)
+        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=momentum)
+        self.X, self.y = X, y
+        if config.loss == "cross_entropy":
+            def loss_of(X, y):
+                return F.cross_entropy(self.model(X), y)
+        else:
+            def loss_of(X, y):
+                return twin.loss(self.model(X), y)
+        if config.l2 > 0:
+            data_loss = loss_of
+
+            def loss_of(X, y):
+                return data_loss(X, y) + config.l2 * sum((layer.weight * layer.weight).sum()
+                                                         for layer in twin.layers)
+        self.loss_of = torch.compile(loss_of, dynamic=False) if compiled else loss_of
+
+    def step(self):
+        self.optimizer.zero_grad()
+        self.loss_of(self.X, self.y).backward()
+        self.optimizer.step()
+
+    def release(self):
+        self.optimizer.zero_grad()
+
+
+class GemmFloorStep:
+    """The products of a step and nothing else, into outputs allocated once (``release`` drops them)."""
+
+    def __init__(self, config: MLPConfig, params: dict, X, y, lr: float, momentum: float):
+        self.config, self.X = config, X
+        self.W = [params[f"W{layer}"].clone() for layer in range(1, config.num_layers + 1)]
+        self.outputs = None
+
+    def _allocate(self):
+        m, factory = self.X.shape[0], {"dtype": self.X.dtype, "device": self.X.device}
+        sizes = self.config.sizes
+        generator = torch.Generator(device=self.X.device).manual_seed(0)
+        self.outputs = {
+            "A": [self.X] + [torch.empty(m, n, **factory) for n in sizes[1:]],
+            "dZ": [None] + [torch.randn(m, n, generator=generator, **factory) for n in sizes[1:]],
+            "dA": [None] + [torch.empty(m, n, **factory) for n in sizes[1:-1]],
+            "dW": [torch.empty_like(W) for W in self.W],
+        }
+
+    def step(self):
+        if self.outputs is None:
+            self._allocate()
+        A, dZ, dA, dW = (self.outputs[key] for key in ("A", "dZ", "dA", "dW"))
+        for layer, W in enumerate(self.W, start=1):
+            torch.mm(A[layer - 1], W.t(), out=A[layer])
+        for layer in range(len(self.W), 0, -1):
+            torch.mm(dZ[layer].t(), A[layer - 1], out=dW[layer - 1])
+            if layer > 1:
+                torch.mm(dZ[layer], self.W[layer - 1], out=dA[layer - 1])
+
+    def release(self):
+        self.outputs = None
+
+
+def build_variant(name: str, config: MLPConfig, params: dict, X, y, lr: float, momentum: float,
+                  fuse_velocity: bool = False):
+    if name == "reference":
+        return ReferenceStep(config, params, X, y, lr, momentum)
+    if name == "fast":
+        return FastStep(config, params, X, y, lr, momentum, fuse_velocity)
+    if name in ("autograd", "compiled"):
+        return AutogradStep(config, params, X, y, lr, momentum, compiled=name == "compiled")
+    if name == "gemm_floor":
+        return GemmFloorStep(config, params, X, y, lr, momentum)
+    raise ValueError(f"variant: expected one of {', '.join(VARIANTS)}; got {name!r}")
+
+
+# --- peak memory of one step ----------------------------------------------------------------------------------
+
+CPU_MEMORY_METHOD = ("CPU: the profiler's allocation events (torch.profiler with profile_memory=True), summed in "
+                     "time order; peak = the highest total above the bytes live before the step")
+CUDA_MEMORY_METHOD = "CUDA: torch.cuda.max_memory_allocated() minus memory_allocated() before the step"
+
+
+def peak_step_bytes(variant, device: torch.device) -> int:
+    """Bytes allocated at the worst moment of one step beyond what was live before it; ``release()`` first,
+    so what the variant keeps from step to step (workspace, .grad) counts in the step that allocates it."""
+    variant.release()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        variant.step()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - base
+    from torch._C._profiler import _EventType  # the profiler's event tree: every allocation with its size
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+        variant.step()
+    allocations = []
+
+    def walk(node):
+        if node.tag == _EventType.Allocation and node.extra_fields.device.type == "cpu":
+            allocations.append((node.start_time_ns, node.extra_fields.alloc_size))
+        for child in node.children:
+            walk(child)
+
+    for root in profiler.profiler.kineto_results.experimental_event_tree():
+        walk(root)
+    live = peak = 0
+    for _, size in sorted(allocations):
+        live += size
+        peak = max(peak, live)
+    return peak
