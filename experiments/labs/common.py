@@ -168,7 +168,7 @@ class Report:
         for row in self.rows:
             error = row.course_error
             lines.append((row.quantity, show(row.course), show(row.engine), show(row.twin),
-                          "-" if error is None else f"{error:.1e} (tol {row.tol:g})", row.parity_text,
+                          "-" if error is None else f"{error:.1e} (tol {row.tol:.2g})", row.parity_text,
                           "ok" if row.ok else "FAIL"))
         widths = [min(44, max(len(line[i]) for line in lines)) for i in range(len(header))]
         rendered = ["  ".join(cell[:44].ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines]
