@@ -191,3 +191,259 @@ def test_a_state_holding_nan_is_never_written(tmp_path):
         save_checkpoint(path, {"engine": {"W1": torch.ones(2, 2)},
                                "twin_optimizer": {"state": {0: {"exp_avg_sq": torch.tensor([1.0, float("inf")])}}}})
     assert path.read_bytes() == good and [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]
+
+
+# --- full disk, read-only run directory, summary.json in the way ------------------------------------------------
+
+@pytest.fixture
+def mount_point(tmp_path):
+    """Mounts made by a test are undone after it, whatever happens."""
+    mounted = []
+
+    def mount(*args, target: Path):
+        result = subprocess.run(["mount", *args, str(target)], capture_output=True, text=True)
+        if result.returncode != 0:
+            pytest.skip(f"cannot mount here ({result.stderr.strip() or 'mount failed'}); needs root with "
+                        f"CAP_SYS_ADMIN")
+        mounted.append(target)
+
+    yield mount
+    for target in reversed(mounted):
+        subprocess.run(["umount", "-l", str(target)], capture_output=True)
+
+
+def test_a_full_disk_is_a_clear_error_and_the_last_good_checkpoint_survives(fake_data, tmp_path, capsys,
+                                                                             mount_point):
+    """A 300 KiB tmpfs as --logdir: one checkpoint (~115 KiB) fits, the second (written next to it) does not."""
+    from torch_reference.checkpoint import load_checkpoint
+
+    logdir = tmp_path / "small"
+    logdir.mkdir()
+    mount_point("-t", "tmpfs", "-o", "size=300k", "tmpfs", target=logdir)
+    status, _, err = run_main(cli(fake_data, "--logdir", str(logdir), "--epochs", "3", "--checkpoint-every", "1"),
+                              capsys)
+    assert status == 1
+    assert "No space left on device" in err and "Traceback" not in err, err
+    assert "cannot write the checkpoint" in err or "cannot write TensorBoard events" in err, err
+    (run_dir,) = run_dirs(logdir)
+    assert not list(run_dir.glob(".checkpoint.pt.*.tmp"))  # a failed write removes its temporary file
+    state = load_checkpoint(run_dir / "checkpoint.pt")  # checksums and schema hold: the last good one
+    assert state["global_step"] >= 1
+
+
+def test_a_failing_tensorboard_writer_is_reported_once_as_such():
+    from torch_reference.guarded_logger import GuardedLogger, LoggingError
+
+    class FullDisk:
+        closed = False
+
+        def scalars(self, *args):
+            raise OSError(28, "No space left on device", "/runs/x/manual/events.out.tfevents.1")
+
+        def close(self):
+            FullDisk.closed = True
+            raise OSError(28, "No space left on device")
+
+    logger = GuardedLogger(Path("/runs/x"), FullDisk)
+    with pytest.raises(LoggingError, match=r"cannot write TensorBoard events in /runs/x: No space left on device "
+                                           r"\(/runs/x/manual/events.out.tfevents.1\)"):
+        logger.scalars("manual", 1, {})
+    assert logger.scalars("manual", 2, {}) is None  # later calls do nothing
+    logger.close()  # does not raise over the first error
+    assert FullDisk.closed
+
+
+def test_a_read_only_run_directory_on_resume_is_a_clear_error(fake_data, run_copy, capsys, mount_point):
+    run_dir = run_copy.parent
+    before = run_copy.read_bytes()
+    mount_point("--bind", str(run_dir), target=run_dir)
+    mount_point("-o", "remount,ro,bind", target=run_dir)
+    status, _, err = resume(fake_data, run_copy, capsys)
+    assert status == 1
+    # Refused by the first write that is tried (summary.json's check, then the lock file's), before any training.
+    assert (f"error: run summary {run_dir / 'summary.json'}: cannot be written (Read-only file system)" in err
+            or f"error: run directory {run_dir}: cannot open its lock file .lock (Read-only file system)" in err), err
+    assert run_copy.read_bytes() == before
+
+
+def test_an_immutable_run_directory_on_resume_is_a_clear_error(fake_data, run_copy, capsys):
+    """Root ignores permission bits; ``chattr +i`` binds root too (the directory takes no new files)."""
+    run_dir = run_copy.parent
+    (run_dir / ".lock").touch()  # as left by the first run
+    if subprocess.run(["chattr", "+i", str(run_dir)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not permitted here (needs root on a file system with attributes)")
+    try:
+        status, _, err = resume(fake_data, run_copy, capsys)
+    finally:
+        subprocess.run(["chattr", "-i", str(run_dir)], check=True)
+    assert status == 1
+    assert f"error: run directory {run_dir}: cannot write in it (Operation not permitted)" in err, err
+
+
+def test_a_directory_where_summary_json_goes_is_refused_before_training(fake_data, run_copy, capsys):
+    (run_copy.parent / "summary.json").unlink()  # the stopped run's summary, replaced by a directory
+    (run_copy.parent / "summary.json").mkdir()
+    before = run_copy.read_bytes()
+    status, out, err = resume(fake_data, run_copy, capsys)
+    assert status == 1
+    assert f"run summary {run_copy.parent / 'summary.json'}: is a directory" in err
+    assert run_copy.read_bytes() == before and "epoch" not in out  # refused before any training
+
+
+# --- one process per run directory, leftovers -------------------------------------------------------------------
+
+def test_a_second_resume_of_the_same_run_fails_at_once_naming_the_holder(fake_data, run_copy, capsys):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from torch_reference.run_lock import RunLock; "
+                               "RunLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(120)",
+         str(run_copy.parent)], cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        before = run_copy.read_bytes()
+        status, _, err = resume(fake_data, run_copy, capsys)
+        assert status == 1
+        assert (f"error: run directory {run_copy.parent} is in use by another training process (pid {holder.pid}); "
+                f"wait for it to finish or stop it first") in err, err
+        assert run_copy.read_bytes() == before
+    finally:
+        holder.kill()
+        holder.wait()
+    # The kernel drops a dead holder's lock: the resume goes ahead, and clears a killed write's temporary file.
+    orphan = run_copy.parent / ".checkpoint.pt.k1ll3d.tmp"
+    orphan.write_bytes(b"half a checkpoint")
+    status, out, err = resume(fake_data, run_copy, capsys)
+    assert status == 0, err
+    assert "removed .checkpoint.pt.k1ll3d.tmp, a temporary checkpoint file left by a killed write" in out
+    assert not orphan.exists() and torch.load(run_copy, weights_only=True)["global_step"] == 16
+
+
+def test_a_run_that_fails_before_its_first_step_leaves_no_run_directory(fake_data, tmp_path, capsys):
+    logdir = tmp_path / "runs"
+    status, _, err = run_main(cli(fake_data, "--logdir", str(logdir), "--batch-size", "500"), capsys)
+    assert status == 1 and "--batch-size: 500 is larger than the 64 training images" in err
+    assert logdir.is_dir() and run_dirs(logdir) == []
+
+
+# --- arguments ----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args, message", [
+    (["--seed", str(2 ** 64)], f"--seed: expected 0 <= seed < 2**64 (what torch's generators take); got {2 ** 64}"),
+    (["--seed", "-1"], "--seed: expected 0 <= seed < 2**64"),
+    (["--logdir", ""], "--logdir: expected a path; got ''"),
+    (["--json", ""], "--json: expected a path; got ''"),
+    (["--json", "{tmp}"], "--json {tmp}: is a directory; expected a file path"),
+    (["--json", "{tmp}/absent/s.json"], "--json {tmp}/absent/s.json: the directory {tmp}/absent does not exist"),
+])
+def test_bad_arguments_are_refused_before_anything_runs(fake_data, tmp_path, capsys, args, message):
+    logdir = tmp_path / "runs"
+    args = [arg.replace("{tmp}", str(tmp_path)) for arg in args]
+    status, _, err = run_main(cli(fake_data, "--logdir", str(logdir), "--dry-run", *args), capsys)
+    assert status == 2 and message.replace("{tmp}", str(tmp_path)) in err, err
+    assert run_dirs(logdir) == []
+
+
+def test_an_empty_data_dir_is_refused(tmp_path, capsys):
+    status, _, err = run_main(["--dataset", "idx", "--data-dir", "", "--logdir", str(tmp_path), "--dry-run"], capsys)
+    assert status == 1 and "--data-dir: expected a directory path" in err
+
+
+def test_a_json_path_on_a_read_only_mount_is_refused_before_training(fake_data, tmp_path, capsys, mount_point):
+    read_only = tmp_path / "ro"
+    read_only.mkdir()
+    mount_point("-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", target=read_only)
+    status, out, err = run_main(cli(fake_data, "--logdir", str(tmp_path / "runs"), "--dry-run",
+                                    "--json", str(read_only / "s.json")), capsys)
+    assert status == 2 and f"--json {read_only / 's.json'}: cannot be written (Read-only file system)" in err
+    assert "epoch" not in out
+
+
+def test_logdir_other_than_the_checkpoints_is_refused_on_resume(fake_data, run_copy, tmp_path, capsys):
+    status, _, err = resume(fake_data, run_copy, capsys, "--logdir", str(tmp_path / "elsewhere"))
+    assert status == 2
+    assert f"--logdir {tmp_path / 'elsewhere'}: --resume continues the run in its own directory, under " \
+           f"{run_copy.parent.parent}" in err
+    status, _, err = resume(fake_data, run_copy, capsys, "--logdir", str(run_copy.parent.parent), "--max-steps", "4")
+    assert status == 0, err  # the checkpoint's own parent is fine
+
+
+def test_sizes_that_cannot_be_allocated_are_refused_naming_the_flag(fake_data, tmp_path, capsys):
+    logdir = tmp_path / "runs"
+    status, out, err = run_main(cli(fake_data, "--logdir", str(logdir)) + ["--hidden", "100000000,100000000"], capsys)
+    assert status == 1
+    assert "error: --hidden 100000000,100000000: the run needs about" in err and "is available" in err, err
+    assert "PiB" in err or "EiB" in err  # 1e16 parameters
+    assert run_dirs(logdir) == [] and "epoch" not in out
+
+
+def test_the_memory_check_names_the_batch_size_when_activations_dominate(monkeypatch):
+    import experiments.preflight as preflight
+    from manual_backprop.config import MLPConfig
+    from manual_backprop.optim_config import OptimizerConfig
+
+    monkeypatch.setattr(preflight, "available_bytes", lambda device: 2 ** 30)
+    config, optimizer = MLPConfig(sizes=(784, 64, 10)), OptimizerConfig("momentum", lr=0.1, momentum=0.9)
+    preflight.memory_fits(config, optimizer, 64, 10000, True, "--hidden 64", "--batch-size 64")  # a few MiB: fine
+    with pytest.raises(ValueError, match=r"^--batch-size 2000000: the run needs about 28\.9 GiB of memory \(2\.7 MiB for the parameters.* only "
+                                         r"1\.0 GiB is available"):
+        preflight.memory_fits(config, optimizer, 2_000_000, 10000, True, "--hidden 64", "--batch-size 2000000")
+
+
+def test_a_gzip_bomb_in_dataset_idx_is_refused(fake_data, tmp_path, capsys):
+    """The data package's own test covers the parser; this one the command line: the header announces 64 images,
+    the stream inflates to 64 MiB; refused after one byte more than announced, with exit status 1."""
+    import gzip
+    import shutil
+    import struct
+
+    bomb_dir = tmp_path / "bomb"
+    shutil.copytree(fake_data, bomb_dir)
+    header = bytes([0, 0, 8, 3]) + struct.pack(">3I", 64, 28, 28)
+    with gzip.open(bomb_dir / "train-images-idx3-ubyte.gz", "wb", compresslevel=1) as handle:
+        handle.write(header)
+        for _ in range(64):
+            handle.write(bytes(1 << 20))
+    (bomb_dir / "train-images-idx3-ubyte").unlink()
+    status, _, err = run_main(["--no-progress", "--device", "cpu", "--dataset", "idx", "--data-dir", str(bomb_dir),
+                               "--logdir", str(tmp_path / "runs"), "--dry-run"], capsys)
+    assert status == 1 and "gzip bomb" in err and "Traceback" not in err, err
+
+
+# --- signals --------------------------------------------------------------------------------------------------------
+
+def test_sigterm_stops_with_a_checkpoint_exit_143_and_resumes_bitwise(fake_data, tmp_path, capsys):
+    """What ``timeout``, ``docker stop`` and batch schedulers send: a real process, stopped mid-run."""
+    from experiments.train_mnist import main
+
+    # --max-steps bounds the runs (3 of 25 epochs) while the epoch count leaves the signal plenty of run to stop.
+    args = cli(fake_data, "--epochs", "25", "--max-steps", "24", "--log-interval", "1000", "--parity-every", "1000")
+    process = subprocess.Popen([sys.executable, "-m", "experiments.train_mnist", *args, "--logdir",
+                                str(tmp_path / "parts")], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        for line in process.stdout:
+            if line.startswith("epoch 1/25"):
+                process.send_signal(signal.SIGTERM)
+                break
+        out, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 143, err
+    assert "INTERRUPTED by SIGTERM" in out
+    (run_dir,) = run_dirs(tmp_path / "parts")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["interrupted"] == "SIGTERM" and summary["stopped_early"]
+    stopped = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert 8 <= stopped["global_step"] < 24
+
+    assert main([*args, "--resume", str(run_dir / "checkpoint.pt")]) == 0
+    assert main([*args, "--logdir", str(tmp_path / "whole")]) == 0  # the same run, never interrupted
+    capsys.readouterr()
+    resumed = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    (whole_dir,) = run_dirs(tmp_path / "whole")
+    whole = torch.load(whole_dir / "checkpoint.pt", weights_only=True)
+    assert resumed["global_step"] == whole["global_step"] == 24
+    for key in ("engine", "twin"):
+        for name, tensor in whole[key].items():
+            assert torch.equal(tensor, resumed[key][name]), (key, name)
+    for name, state in whole["engine_optimizer"]["state"].items():
+        assert torch.equal(state["momentum_buffer"], resumed["engine_optimizer"]["state"][name]["momentum_buffer"])

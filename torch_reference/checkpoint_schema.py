@@ -214,6 +214,10 @@ def validate_structure(path, state: dict) -> None:
     rng_shape = tuple(torch.Generator().get_state().shape)
     check.tensor(check.get(order, "generator", "order.generator"), "order.generator", torch.uint8, rng_shape)
     check.tensor(check.get(state, "torch_rng", "torch_rng"), "torch_rng", torch.uint8, tuple(torch.get_rng_state().shape))
+    if "cuda_rng" in state:  # empty unless the run was on a GPU
+        cuda_rng = check.tensor(state["cuda_rng"], "cuda_rng", torch.uint8)
+        if cuda_rng.dim() != 1:
+            check.fail("cuda_rng", "a 1-d uint8 tensor", cuda_rng)
     tally = check.dict_of(state, "tally", "tally")
     expected = {item.name for item in fields(ParityTally)}
     if set(tally) != expected:
