@@ -10,6 +10,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import torch
+
 from manual_backprop.config import MLPConfig
 from manual_backprop.optim_config import OptimizerConfig
 from torch_reference.memory_estimate import available_bytes, estimate, human
@@ -26,6 +28,15 @@ def nonempty_path(text: str | None, flag: str) -> None:
 def seed_in_range(seed: int) -> None:
     if not 0 <= seed < SEED_LIMIT:
         raise ValueError(f"--seed: expected 0 <= seed < 2**64 (what torch's generators take); got {seed}")
+
+
+def lr_fits_dtype(lr: float, dtype: torch.dtype) -> None:
+    """The optimizers scale by ``-lr`` in the parameters' dtype: an lr beyond its range is an overflow error from
+    deep inside torch ("value cannot be converted to type float without overflow") at the first update."""
+    largest = torch.finfo(dtype).max
+    if lr > largest:
+        raise ValueError(f"--lr: expected a learning rate the {str(dtype).removeprefix('torch.')} parameters can "
+                         f"hold (<= {largest:.3g}); got {lr:g}")
 
 
 def writable_file(path: Path, flag: str) -> None:

@@ -22,7 +22,8 @@ from experiments.cli_format import DefaultsOnceFormatter
 from experiments.optimizer_flags import add_optimizer_flags, flag_named_error, optimizer_config, schedule_config
 from experiments.parity import resolve_device
 from experiments.presets import PRESETS, expand_preset
-from experiments.preflight import memory_fits, nonempty_path, resume_logdir, seed_in_range, writable_file
+from experiments.preflight import (lr_fits_dtype, memory_fits, nonempty_path, resume_logdir, seed_in_range,
+                                  writable_file)
 from manual_backprop.config import HIDDEN_ACTIVATIONS, INITS, LOSSES, MSE_CONVENTIONS, MLPConfig
 from mnist_data import STANDARDIZE_MODES, DatasetError, default_data_dir, load_splits
 from torch_reference.checkpoint import CheckpointError
@@ -151,6 +152,7 @@ def main(argv=None) -> int:
         nonempty_path(args.logdir, "--logdir")
         nonempty_path(args.json, "--json")
         seed_in_range(args.seed)
+        lr_fits_dtype(optimizer.lr, config.torch_dtype)
         if args.json is not None:
             writable_file(Path(args.json), "--json")  # now, not after the training
         if args.resume is not None:

@@ -329,6 +329,7 @@ def test_a_run_that_fails_before_its_first_step_leaves_no_run_directory(fake_dat
 @pytest.mark.parametrize("args, message", [
     (["--seed", str(2 ** 64)], f"--seed: expected 0 <= seed < 2**64 (what torch's generators take); got {2 ** 64}"),
     (["--seed", "-1"], "--seed: expected 0 <= seed < 2**64"),
+    (["--lr", "1e40"], "--lr: expected a learning rate the float32 parameters can hold (<= 3.4e+38); got 1e+40"),
     (["--logdir", ""], "--logdir: expected a path; got ''"),
     (["--json", ""], "--json: expected a path; got ''"),
     (["--json", "{tmp}"], "--json {tmp}: is a directory; expected a file path"),
@@ -447,3 +448,41 @@ def test_sigterm_stops_with_a_checkpoint_exit_143_and_resumes_bitwise(fake_data,
             assert torch.equal(tensor, resumed[key][name]), (key, name)
     for name, state in whole["engine_optimizer"]["state"].items():
         assert torch.equal(state["momentum_buffer"], resumed["engine_optimizer"]["state"][name]["momentum_buffer"])
+
+
+def test_ctrl_c_stops_with_a_checkpoint_exit_130_and_a_summary_that_says_interrupted(fake_data, tmp_path, capsys,
+                                                                                    monkeypatch):
+    """A real SIGINT, sent to this process at the end of the first epoch (deterministic, no timing)."""
+    from torch_reference.training import SideBySideRun
+
+    end_of_epoch = SideBySideRun.end_of_epoch
+
+    def then_ctrl_c(self, *args):
+        end_of_epoch(self, *args)
+        if self.epoch == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(SideBySideRun, "end_of_epoch", then_ctrl_c)
+    logdir = tmp_path / "runs"
+    status, out, err = run_main(cli(fake_data, "--logdir", str(logdir), "--epochs", "3",
+                                    "--json", str(tmp_path / "s.json")), capsys)
+    assert status == 130, err
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["interrupted"] == "SIGINT" and summary["stopped_early"] and summary["steps"] == 8
+    assert "INTERRUPTED by SIGINT" in out and "not a final result" in out
+    (run_dir,) = run_dirs(logdir)
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=True)["global_step"] == 8
+
+
+def test_weights_overflowing_in_the_update_of_an_epochs_last_batch_stop_the_run(fake_data, tmp_path, capsys):
+    """Cross-entropy, full batch (every step is an epoch's last batch): the loss and the gradients are finite, the
+    update overflows the weights. This used to end in "The histogram is empty" instead of the divergence message."""
+    logdir = tmp_path / "runs"
+    # A strong L2 term makes the gradients large (2 * l2 * W) while the loss stays finite; lr * gradient overflows.
+    status, _, err = run_main(cli(fake_data, "--logdir", str(logdir)) + ["--batch-size", "full", "--optimizer", "sgd",
+                                                                         "--l2", "1e4", "--lr", "1e37", "--epochs", "2"],
+                              capsys)
+    assert status == 1
+    assert "became non-finite in the update" in err and "No checkpoint had been written yet" in err, err
+    assert "histogram" not in err and "Traceback" not in err
+    assert run_dirs(logdir) == []  # it failed in its first step: its new run directory is removed again
