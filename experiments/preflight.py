@@ -60,6 +60,12 @@ def writable_file(path: Path, flag: str) -> None:
         raise ValueError(f"{flag} {path}: cannot be written ({error.strerror or error})") from None
 
 
+def existing_checkpoint(path: Path) -> None:
+    """Before the run directory (the checkpoint's parent) is locked, so a mistyped path leaves nothing behind."""
+    if not Path(path).is_file():
+        raise ValueError(f"--resume {path}: no such checkpoint file")
+
+
 def resume_logdir(logdir: str, default: str, checkpoint: Path) -> None:
     """A resumed run continues in its checkpoint's directory; a different --logdir would be silently ignored, so it
     is refused (leaving --logdir out, or giving the checkpoint's parent directory, is fine)."""

@@ -22,8 +22,8 @@ from experiments.cli_format import DefaultsOnceFormatter
 from experiments.optimizer_flags import add_optimizer_flags, flag_named_error, optimizer_config, schedule_config
 from experiments.parity import resolve_device
 from experiments.presets import PRESETS, expand_preset
-from experiments.preflight import (lr_fits_dtype, memory_fits, nonempty_path, resume_logdir, seed_in_range,
-                                  writable_file)
+from experiments.preflight import (existing_checkpoint, lr_fits_dtype, memory_fits, nonempty_path, resume_logdir,
+                                  seed_in_range, writable_file)
 from manual_backprop.config import HIDDEN_ACTIVATIONS, INITS, LOSSES, MSE_CONVENTIONS, MLPConfig
 from mnist_data import STANDARDIZE_MODES, DatasetError, default_data_dir, load_splits
 from torch_reference.checkpoint import CheckpointError
@@ -190,6 +190,7 @@ def main(argv=None) -> int:
         memory_fits(config, optimizer, batch_size, max(eval_images, data.val_x.shape[0]), settings.twin,
                     f"--hidden {','.join(map(str, args.hidden)) or 'none'}", f"--batch-size {args.batch_size}")
         if args.resume is not None:
+            existing_checkpoint(Path(args.resume))
             run_dir = Path(args.resume).resolve().parent
             writable_file(run_dir / "summary.json", "run summary")  # before the training, not after it
         else:

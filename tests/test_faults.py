@@ -162,6 +162,8 @@ def _nan_weight(state):
                                                                      "and <= 8; got 99"),
     (_nan_weight, "engine.W2: holds NaN or Inf"),
     (lambda state: state.__setitem__("format_version", 1), "the checkpoint is of format 1, written by an older version"),
+    (lambda state: state["history"].append({"manual": {"loss/test": 1.0}}), "history[0].manual.loss/train_epoch: missing"),
+    (lambda state: state.__setitem__("twin_schedule", [1]), "twin_schedule: expected None or a dict; got [1]"),
 ])
 def test_hand_made_checkpoints_get_a_clear_error_naming_the_field(fake_data, run_copy, capsys, change, message):
     before = run_copy.read_bytes()
@@ -315,6 +317,12 @@ def test_a_second_resume_of_the_same_run_fails_at_once_naming_the_holder(fake_da
     assert status == 0, err
     assert "removed .checkpoint.pt.k1ll3d.tmp, a temporary checkpoint file left by a killed write" in out
     assert not orphan.exists() and torch.load(run_copy, weights_only=True)["global_step"] == 16
+
+
+def test_a_missing_checkpoint_leaves_nothing_in_its_directory(fake_data, tmp_path, capsys):
+    status, _, err = run_main(cli(fake_data, "--resume", str(tmp_path / "nope.pt")), capsys)
+    assert status == 1 and f"--resume {tmp_path / 'nope.pt'}: no such checkpoint file" in err
+    assert list(tmp_path.iterdir()) == []  # no lock file taken in a directory that holds no run
 
 
 def test_a_run_that_fails_before_its_first_step_leaves_no_run_directory(fake_data, tmp_path, capsys):

@@ -202,7 +202,9 @@ def validate_structure(path, state: dict) -> None:
         groups = check.get(twin_optimizer, "param_groups", "twin_optimizer.param_groups")
         if not isinstance(groups, list) or not groups or not all(isinstance(group, dict) for group in groups):
             check.fail("twin_optimizer.param_groups", "a non-empty list of dicts", groups)
-        check.get(state, "twin_schedule", "twin_schedule")
+        twin_schedule = check.get(state, "twin_schedule", "twin_schedule")
+        if twin_schedule is not None and not isinstance(twin_schedule, dict):
+            check.fail("twin_schedule", "None or a dict", twin_schedule)
     check.integer(check.get(state, "epoch", "epoch"), "epoch")
     check.integer(check.get(state, "global_step", "global_step"), "global_step")
     order = check.dict_of(state, "order", "order")
@@ -227,8 +229,14 @@ def validate_structure(path, state: dict) -> None:
     if not isinstance(tally["worst"], dict):
         check.fail("tally.worst", "a dict", tally["worst"])
     history = check.get(state, "history", "history")
-    if not isinstance(history, list) or not all(isinstance(entry, dict) for entry in history):
+    if not isinstance(history, list):
         check.fail("history", "a list of dicts", history)
+    for index, entry in enumerate(history):  # one per finished epoch; the summary reads the last one
+        for model in ("manual", "autograd") if twin else ("manual",):
+            values = check.dict_of(entry, model, f"history[{index}].{model}")
+            for key in ("loss/train_epoch", "loss/test", "accuracy/test"):
+                check.number(check.get(values, key, f"history[{index}].{model}.{key}"),
+                             f"history[{index}].{model}.{key}", low=-math.inf)
     check.number(check.get(state, "elapsed", "elapsed"), "elapsed")
     for key in ("interval_losses", "epoch_losses"):
         check.losses(check.get(state, key, key), key)
