@@ -233,6 +233,21 @@ def test_a_full_disk_is_a_clear_error_and_the_last_good_checkpoint_survives(fake
     assert state["global_step"] >= 1
 
 
+def test_a_checkpoint_write_that_fills_the_disk_removes_its_temporary_file(tmp_path, mount_point):
+    from torch_reference.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+    small = tmp_path / "small"
+    small.mkdir()
+    mount_point("-t", "tmpfs", "-o", "size=64k", "tmpfs", target=small)
+    path = small / "checkpoint.pt"
+    save_checkpoint(path, {"engine": {"W1": torch.ones(4, 4)}})
+    good = path.read_bytes()
+    with pytest.raises(CheckpointError, match=rf"cannot write the checkpoint {path}: No space left on device; the "
+                                              rf"previous checkpoint {path} is unchanged"):
+        save_checkpoint(path, {"engine": {"W1": torch.ones(256, 256)}})  # 256 KiB
+    assert path.read_bytes() == good and [p.name for p in small.iterdir()] == ["checkpoint.pt"]
+
+
 def test_a_failing_tensorboard_writer_is_reported_once_as_such():
     from torch_reference.guarded_logger import GuardedLogger, LoggingError
 

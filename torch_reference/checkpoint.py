@@ -23,7 +23,6 @@ from torch_reference.checkpoint_schema import (CheckpointError, content_checksum
 
 FORMAT_VERSION = 2
 CHECKPOINT_NAME = "checkpoint.pt"
-TEMPORARY_PATTERN = f".{CHECKPOINT_NAME}.*.tmp"  # what save_checkpoint writes before the rename
 
 
 def non_finite_field(value, field: str = "") -> str | None:
@@ -58,11 +57,11 @@ def save_checkpoint(path: Path, state: dict) -> None:
         raise CheckpointError(f"refusing to write {path}: {bad} holds NaN or Inf; {kept}")
     content = {"format_version": FORMAT_VERSION, **state}
     content["checksums"] = content_checksums(content)
+    buffer = io.BytesIO()  # serialised in memory first, so a full disk shows as ENOSPC, not as a zip-writer error
+    torch.save(content, buffer)
     temporary = None
     try:
         descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        buffer = io.BytesIO()  # serialised in memory first, so a full disk shows as ENOSPC, not a zip-writer error
-        torch.save(content, buffer)
         with os.fdopen(descriptor, "wb") as handle:
             handle.write(buffer.getbuffer())
             handle.flush()
@@ -71,9 +70,8 @@ def save_checkpoint(path: Path, state: dict) -> None:
     except BaseException as error:
         if temporary is not None:
             Path(temporary).unlink(missing_ok=True)
-        if isinstance(error, (OSError, RuntimeError)):  # torch.save reports a failed write as a RuntimeError
-            reason = error.strerror if isinstance(error, OSError) and error.strerror else str(error).splitlines()[0]
-            raise CheckpointError(f"cannot write the checkpoint {path}: {reason}; {kept}") from error
+        if isinstance(error, OSError):
+            raise CheckpointError(f"cannot write the checkpoint {path}: {error.strerror or error}; {kept}") from error
         raise
 
 

@@ -21,7 +21,7 @@ import tempfile
 from pathlib import Path
 
 LOCK_NAME = ".lock"
-ORPHAN_PATTERN = ".checkpoint.pt.*.tmp"  # checkpoint.TEMPORARY_PATTERN (not imported: this module needs no torch)
+ORPHAN_PATTERN = ".checkpoint.pt.*.tmp"  # the temporary name checkpoint.save_checkpoint writes before its rename
 
 
 class RunLockError(Exception):
