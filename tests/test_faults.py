@@ -347,6 +347,20 @@ def test_a_run_that_fails_before_its_first_step_leaves_no_run_directory(fake_dat
     assert logdir.is_dir() and run_dirs(logdir) == []
 
 
+def test_a_failed_run_never_removes_a_directory_that_held_files_before(tmp_path):
+    from torch_reference.run_lock import RunLock
+
+    kept = tmp_path / "mine"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("the caller's")
+    lock = RunLock(kept, fresh=True).acquire()
+    assert lock.release(failed=True, steps=0) is False and (kept / "notes.txt").exists()
+    empty = tmp_path / "new"
+    empty.mkdir()
+    lock = RunLock(empty, fresh=True).acquire()
+    assert lock.release(failed=True, steps=0) is True and not empty.exists()
+
+
 # --- arguments ----------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("args, message", [

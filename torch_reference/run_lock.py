@@ -8,7 +8,8 @@ be orphans of a write that was killed (kill -9, power loss) before its rename.
 
 ``RunLock(..., fresh=True)`` is for a directory this run has just created: when the run fails before its first
 training step (nothing but the config text would be in it), ``release(failed=True, steps=0)`` removes the whole
-directory, so failed runs leave no empty run directories behind.
+directory, so failed runs leave no empty run directories behind; a directory that already held files when the
+lock was taken is never removed.
 """
 
 from __future__ import annotations
@@ -35,17 +36,20 @@ class RunLock:
         self.run_dir, self.fresh = Path(run_dir), fresh
         self.path = self.run_dir / LOCK_NAME
         self._descriptor: int | None = None
+        self._was_empty = False
         self.removed_orphans: list[Path] = []
 
     def acquire(self) -> "RunLock":
         try:
             return self._acquire()
         except RunLockError:
-            if self.fresh:  # a directory this run has just made, and nobody else can be using: leave nothing behind
+            if self._was_empty:  # a directory this run has just made, that nobody else can be using
                 shutil.rmtree(self.run_dir, ignore_errors=True)
             raise
 
     def _acquire(self) -> "RunLock":
+        # Only a directory that was empty when the run began is ever removed: a caller's own files are never touched.
+        self._was_empty = self.fresh and self.run_dir.is_dir() and not any(self.run_dir.iterdir())
         try:
             descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as error:
@@ -85,7 +89,7 @@ class RunLock:
             fcntl.flock(self._descriptor, fcntl.LOCK_UN)
             os.close(self._descriptor)
             self._descriptor = None
-        if self.fresh and failed and steps == 0 and self.run_dir.is_dir():
+        if self._was_empty and failed and steps == 0 and self.run_dir.is_dir():
             shutil.rmtree(self.run_dir, ignore_errors=True)
             return not self.run_dir.exists()
         return False
