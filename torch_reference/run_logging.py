@@ -9,8 +9,8 @@ parity summary first, then each metric with both models and their difference. Ta
     weights/W1, grads/dW1, ...                                      histograms, both model writers
     images/misclassified_test_digits                                both model writers, labels on each tile
     images/first_layer_weights                                      manual writer
-    parity/worst_ulp, parity/worst_rel_error,                       manual writer (the engine against its
-      parity/bitwise_equal_fraction                                 reference), one point per parity check
+    Parity/worst_ulp, Parity/worst_rel_error,                       manual writer (the engine against its
+      Parity/bitwise_equal_fraction                                 reference), one point per parity check
     config (text, once per run), the Custom Scalars layout          manual writer
     difference/loss/train, ... (manual - autograd)                  parity writer
     parity_detail/grad_max_ulp/layer1_dW, .../grad_max_rel/...,     parity writer, one curve per tensor
