@@ -270,6 +270,17 @@ def test_a_failing_tensorboard_writer_is_reported_once_as_such():
     logger.close()  # does not raise over the first error
     assert FullDisk.closed
 
+    FullDisk.closed = False
+    logger = GuardedLogger(Path("/runs/x"), FullDisk)
+    with pytest.raises(LoggingError, match="No space left on device"):  # a failure at close is reported...
+        logger.close()
+    logger = GuardedLogger(Path("/runs/x"), FullDisk)
+    with pytest.raises(KeyError):  # ...unless another error is on its way, which then stays the one reported
+        try:
+            raise KeyError("the first error")
+        finally:
+            logger.close()
+
 
 def test_a_read_only_run_directory_on_resume_is_a_clear_error(fake_data, run_copy, capsys, mount_point):
     run_dir = run_copy.parent

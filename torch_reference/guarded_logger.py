@@ -9,6 +9,7 @@ do nothing, and the writer thread's own traceback is not printed (the main threa
 
 from __future__ import annotations
 
+import sys
 import threading
 from pathlib import Path
 from typing import Callable
@@ -20,24 +21,29 @@ class LoggingError(Exception):
     """TensorBoard events could not be written."""
 
 
+def _quiet_writer_threads(previous):
+    def hook(args):
+        if isinstance(args.thread, _AsyncWriterThread) and isinstance(args.exc_value, OSError):
+            return  # the main thread gets the same error at its next call and reports it
+        previous(args)
+    hook.quiets_writer_threads = True
+    return hook
+
+
+def _install_quiet_hook() -> None:
+    """Once per process, and left in place: a writer thread may die after its logger was closed."""
+    if not getattr(threading.excepthook, "quiets_writer_threads", False):
+        threading.excepthook = _quiet_writer_threads(threading.excepthook)
+
+
 class GuardedLogger:
     """Forwards every method call to ``logger``; see the module docstring."""
 
     def __init__(self, run_dir: Path, factory: Callable[[], object]):
         self.run_dir = Path(run_dir)
         self.failed: LoggingError | None = None
-        self._previous_hook = threading.excepthook
-        threading.excepthook = self._quiet_writer_thread
-        try:
-            self.logger = self._guard(factory)()
-        except BaseException:
-            threading.excepthook = self._previous_hook
-            raise
-
-    def _quiet_writer_thread(self, args) -> None:
-        if isinstance(args.thread, _AsyncWriterThread) and isinstance(args.exc_value, OSError):
-            return  # the main thread gets the same error at its next call and reports it
-        self._previous_hook(args)
+        _install_quiet_hook()
+        self.logger = self._guard(factory)()
 
     def _guard(self, method: Callable) -> Callable:
         def guarded(*args, **kwargs):
@@ -58,14 +64,12 @@ class GuardedLogger:
         return self._guard(attribute) if callable(attribute) else attribute
 
     def close(self) -> None:
-        try:
-            if self.failed is None:
-                self._guard(self.logger.close)()
-            else:  # stop the writer threads; the error is already on its way
-                try:
-                    self.logger.close()
-                except OSError:
-                    pass
-        finally:
-            if threading.excepthook == self._quiet_writer_thread:
-                threading.excepthook = self._previous_hook
+        """Close the writers. Called in a ``finally`` while another error propagates (a full disk failing the
+        checkpoint first, say), a failure here is not raised: the first error is the one to report."""
+        if self.failed is None and sys.exc_info()[1] is None:
+            self._guard(self.logger.close)()
+            return
+        try:  # stop the writer threads; an error is already on its way
+            self.logger.close()
+        except OSError:
+            pass
