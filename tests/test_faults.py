@@ -535,3 +535,19 @@ def test_weights_overflowing_in_the_update_of_an_epochs_last_batch_stop_the_run(
     assert "became non-finite in the update" in err and "No checkpoint had been written yet" in err, err
     assert "histogram" not in err and "Traceback" not in err
     assert run_dirs(logdir) == []  # it failed in its first step: its new run directory is removed again
+
+
+def test_a_run_never_saves_non_finite_weights(fake_data, tmp_path):
+    """The loop stops a diverging run before it saves; this is the last line of defence behind that check."""
+    from manual_backprop.config import MLPConfig
+    from mnist_data import load_splits
+    from torch_reference.training import SideBySideRun, TrainingError, TrainSettings
+
+    data = load_splits("idx", fake_data, log=lambda line: None)
+    run = SideBySideRun(MLPConfig(sizes=(784, 8, 10)), TrainSettings(epochs=1, batch_size=8), data, tmp_path, {},
+                        log=lambda line: None, progress=False)
+    run.engine.params["W2"][3, 1] = float("inf")
+    with pytest.raises(TrainingError, match=rf"refusing to write {tmp_path / 'checkpoint.pt'}: the manual model's W2 "
+                                            rf"is not finite"):
+        run.save()
+    assert list(tmp_path.iterdir()) == []
