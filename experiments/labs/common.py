@@ -25,7 +25,7 @@ LAB_MODULES = (
     "l001_graph_examples", "l001_gate_patterns", "l001_activations", "l001_svm_l2", "l001_vectorised_norm",
     "l002_gradient_descent", "l002_sigmoid_unit", "l002_mlp_5743", "l002_softmax_jacobian",
     "l003_tensors", "l003_loops_vs_vectorised", "l003_iris", "l003_sgd_minibatch",
-    "l004_softmax_classifier", "l004_parameter_count", "l004_batch_size", "l004_optimizers",
+    "l004_softmax_classifier", "l004_parameter_count", "l004_batch_size", "l004_optimizers", "l004_memory_freeing",
 )
 DEFAULT_LOGDIR = Path("runs/labs")
 
@@ -67,7 +67,8 @@ def show(value, digits: int = 5) -> str:
     if isinstance(value, str):
         return value
     tensor = as_tensor(value)
-    flat = [f"{x:.{digits}g}" for x in tensor.flatten()[:6].tolist()]
+    integral = tensor.numel() > 0 and bool((tensor == tensor.round()).all()) and tensor.abs().max() < 1e12
+    flat = [f"{x:.0f}" if integral else f"{x:.{digits}g}" for x in tensor.flatten()[:6].tolist()]
     if tensor.dim() == 0:
         return flat[0]
     more = ", ..." if tensor.numel() > 6 else ""
@@ -163,7 +164,7 @@ class Report:
         return all(row.ok for row in self.rows)
 
     def table(self) -> str:
-        header = ("quantity", "course", "engine (by hand)", "twin (autograd)", "|engine-course|", "engine vs twin", "")
+        header = ("quantity", "course", "engine", "twin", "|engine-course|", "engine vs twin", "")
         lines = [header]
         for row in self.rows:
             error = row.course_error
@@ -253,14 +254,17 @@ def load_mnist(args: argparse.Namespace, *, limit: int | None, standardize: bool
                dtype: torch.dtype = torch.float32):
     """MNIST (or, with ``--dataset idx --data-dir DIR``, any four IDX files) as flattened [0, 1] pixels.
 
-    The data module is being moved from ``manual_backprop.datasets`` to a top-level ``mnist_data`` package;
-    whichever is present serves (one import site, here).
+    ``limit``: at most this many training images (all of them when the files hold fewer, as a small IDX set may).
     """
+    from mnist_data import load_splits
+    from mnist_data.errors import DatasetError
+
     try:
-        from mnist_data import load_splits
-    except ImportError:
-        from manual_backprop.datasets import load_splits
-    return load_splits(args.dataset, args.data_dir, dtype=dtype, standardize=standardize, limit=limit)
+        return load_splits(args.dataset, args.data_dir, dtype=dtype, standardize=standardize, limit=limit)
+    except DatasetError as error:
+        if limit is None or not str(error).startswith("--limit"):
+            raise
+        return load_splits(args.dataset, args.data_dir, dtype=dtype, standardize=standardize)
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:

@@ -100,14 +100,14 @@ def train_side_by_side(X, y, epochs: int, batch_size: int, lr, seed: int, hidden
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--epochs", type=positive_int, default=None, help="default: 200, --fast 40")
+    parser.add_argument("--epochs", type=positive_int, default=None, help="default: 200, --fast 20")
     parser.add_argument("--batch-size", type=positive_int, default=10)
     parser.add_argument("--lr", type=positive_float, default=0.05)
 
 
 def run(args, report) -> None:
     X, y = lecture_data()
-    epochs = args.epochs or (40 if args.fast else 200)
+    epochs = args.epochs or (20 if args.fast else 200)
     engine, twin, history = train_side_by_side(X, y, epochs, args.batch_size, args.lr, args.seed)
     run_dir = report.run_dir = new_lab_run_dir(args, "iris")
     writers = {"manual": writer(run_dir, "manual"), "autograd": writer(run_dir, "autograd")}

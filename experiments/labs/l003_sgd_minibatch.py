@@ -12,7 +12,7 @@ from experiments.labs.l003_iris import lecture_data, train_side_by_side
 
 
 def add_arguments(parser) -> None:
-    parser.add_argument("--epochs", type=positive_int, default=None, help="default: 100, --fast 20")
+    parser.add_argument("--epochs", type=positive_int, default=None, help="default: 100, --fast 5")
     parser.add_argument("--batch-sizes", type=lambda text: [int(part) for part in text.split(",")], default=[1, 16],
                         help="comma-separated m values")
     parser.add_argument("--eta0", type=positive_float, default=0.05)
@@ -23,7 +23,7 @@ def run(args, report) -> None:
     if min(args.batch_sizes) < 1:
         raise ValueError(f"--batch-sizes: expected sizes >= 1; got {args.batch_sizes}")
     X, y = lecture_data()
-    epochs = args.epochs or (20 if args.fast else 100)
+    epochs = args.epochs or (5 if args.fast else 100)
     run_dir = report.run_dir = new_lab_run_dir(args, "sgd_minibatch")
 
     def eta(t: int) -> float:
