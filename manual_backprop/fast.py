@@ -249,18 +249,20 @@ class FastTrainer:
         A_{l-1}'s values: so no dW, dA or Z of a whole layer is ever stored (only row blocks in the scratch)."""
         W, b = self.params[f"W{layer}"], self.params[f"b{layer}"]
         V_W, V_b = self._velocity[f"W{layer}"], self._velocity[f"b{layer}"]
+        db = torch.sum(dZ, 0, out=ws.db[:b.shape[0]])
+        n_out, n_in = W.shape
+        rows = n_out if self.fused or n_out * n_in <= ws.dW_budget else max(1, ws.dW_budget // n_in)
         if self.fused:
             self._fused_velocity(V_W, W, dZ, A_prev)
+            self._fold_into_velocity([V_b], [db])
+        elif rows == n_out:
+            dW = self._weight_gradient(W, dZ, A_prev, ws, slice(0, n_out))
+            self._fold_into_velocity([V_W, V_b], [dW, db])
         else:
-            n_out, n_in = W.shape
-            rows = n_out if n_out * n_in <= ws.dW_budget else max(1, ws.dW_budget // n_in)
             for start in range(0, n_out, rows):  # a row block of dW is bitwise that block of the whole product
                 block = slice(start, start + rows)
-                dW = torch.mm(dZ[:, block].t(), A_prev, out=ws.view(ws.scratch, min(rows, n_out - start), n_in))
-                if self.config.l2 > 0:  # the reference's dW + l2 * (2 * W), rounded the same way
-                    dW.add_(torch.mul(W[block], 2, out=ws.view(ws.l2_term, *dW.shape)).mul_(self.config.l2))
-                self._fold_into_velocity(V_W[block], dW)
-        self._fold_into_velocity(V_b, torch.sum(dZ, 0, out=ws.db[:b.shape[0]]))
+                self._fold_into_velocity([V_W[block]], [self._weight_gradient(W, dZ, A_prev, ws, block)])
+            self._fold_into_velocity([V_b], [db])
         dZ_prev = None
         if layer > 1:
             m, n_in = A_prev.shape
@@ -269,9 +271,17 @@ class FastTrainer:
                 dA = torch.mm(dZ[block], W, out=ws.view(ws.scratch, min(ws.row_chunk, m - start), n_in))
                 self._relu_delta(A_prev[block], dA, ws)
             dZ_prev = A_prev
-        W.add_(V_W, alpha=-self.lr)
-        b.add_(V_b, alpha=-self.lr)
+        # W.add_(V_W, alpha=-lr) and b.add_(V_b, alpha=-lr) in one call (the CPU runs the same per-tensor add_).
+        torch._foreach_add_([W, b], [V_W, V_b], alpha=-self.lr)
         return dZ_prev
+
+    def _weight_gradient(self, W: Tensor, dZ: Tensor, A_prev: Tensor, ws: Workspace, block: slice) -> Tensor:
+        """Rows ``block`` of dW = dZ^T A_{l-1} (+ the L2 term) in the scratch."""
+        dW = torch.mm(dZ[:, block].t(), A_prev, out=ws.view(ws.scratch, len(range(*block.indices(W.shape[0]))),
+                                                           W.shape[1]))
+        if self.config.l2 > 0:  # the reference's dW + l2 * (2 * W), rounded the same way
+            dW.add_(torch.mul(W[block], 2, out=ws.view(ws.l2_term, *dW.shape)).mul_(self.config.l2))
+        return dW
 
     def _plain_layer(self, layer: int, dZ: Tensor, A_prev: Tensor, ws: Workspace, caches: dict) -> Tensor | None:
         """Any other case: dA_{l-1} = dZ_l W_l with the old W_l, then dW_l, db_l and the update right away, then
@@ -306,17 +316,20 @@ class FastTrainer:
         mask = A.sign_()
         torch.addcmul(ws.zero.expand_as(mask), dA, mask, out=mask)
 
-    def _fold_into_velocity(self, velocity: Tensor, gradient: Tensor) -> None:
-        """The engine SGD's V <- momentum V + G (V_1 = G), op for op."""
+    def _fold_into_velocity(self, velocities: list[Tensor], gradients: list[Tensor]) -> None:
+        """The engine SGD's V <- momentum V + G (V_1 = G) for each pair: its mul_ then add_, through the
+        _foreach_ calls (one dispatch for the list; on the CPU they loop over the same per-tensor ops)."""
         if self._velocity_started:
-            velocity.mul_(self.momentum).add_(gradient)
+            torch._foreach_mul_(velocities, self.momentum)
+            torch._foreach_add_(velocities, gradients)
         else:
-            velocity.copy_(gradient)
+            for velocity, gradient in zip(velocities, gradients):
+                velocity.copy_(gradient)
 
     def _sgd(self, name: str, param: Tensor, gradient: Tensor) -> None:
         """manual_backprop.optim.SGD.update for one tensor, op for op."""
         if self.momentum:
-            self._fold_into_velocity(self._velocity[name], gradient)
+            self._fold_into_velocity([self._velocity[name]], [gradient])
             gradient = self._velocity[name]
         param.add_(gradient, alpha=-self.lr)
 
