@@ -9,11 +9,13 @@ report needs it). This module computes the same step for training only, and keep
   once A_l's last other use (dW_{l+1} = dZ_{l+1}^T A_l) is done, and written over A_l, so no Z and no separate
   mask is kept;
 * the loss gradient of softmax + cross-entropy written straight into its buffer;
-* lecture 004's order: going down from the output, layer l's input gradient dA_{l-1} = dZ_l W_l is formed
-  first (it needs W_l before its update), then dW_l and db_l, then the optimizer updates W_l and b_l at once
-  and the gradient's buffer is free for the next layer: one dW scratch of the largest layer's size
-  serves every layer, and with ``fuse_velocity`` no dW exists at all (``addmm`` with ``beta=momentum`` writes
-  V <- beta V + dZ^T A straight into the momentum buffer);
+* lecture 004's order: going down from the output, each layer's gradient is used as soon as it is final and
+  its memory then serves the next layer down. With momentum (ReLU network): V_l <- beta V_l + dZ_l^T A_{l-1}
+  (it needs A_{l-1}, not W_l), then dZ_{l-1} = (dZ_l W_l) * f' in blocks of batch rows written over A_{l-1}
+  (it needs the old W_l, not A_{l-1}'s values), then W_l <- W_l - lr V_l. No whole dW, dA or Z is kept:
+  dW is formed in row blocks (whole at small batches) in one scratch shared by every layer, and with
+  ``fuse_velocity`` not at all (``addmm_`` with ``beta=momentum`` writes the new velocity straight from
+  dZ^T A). Without momentum: dA_{l-1} with the old W_l, then dW_l, the update, dZ_{l-1};
 * the first layer's input gradient, which nobody needs, is not computed.
 
 Supported: every config ``MLPConfig`` accepts (ReLU hidden layers take the fast route; other activations and
@@ -40,7 +42,10 @@ from torch import Tensor
 from manual_backprop import losses
 from manual_backprop.activations import get_activation
 from manual_backprop.config import MLPConfig
+from manual_backprop.fast_cuda_graph import CudaGraphs
+from manual_backprop.fast_workspace import Workspace
 from manual_backprop.model import MLP, parameter_names
+from manual_backprop.optim_config import OptimizerConfig
 from manual_backprop.vectorised_exp import vectorised_exp
 
 
@@ -65,61 +70,6 @@ def check_supported(config: MLPConfig) -> None:
             raise ValueError(f"{name}: the fast path trains without dropout; got {name}={getattr(config, name)}")
     if getattr(config, "max_norm", None) is not None:
         raise ValueError(f"max_norm: the fast path has no max-norm constraint; got max_norm={config.max_norm}")
-
-
-class Workspace:
-    """The buffers of one batch size m, allocated once and reused by every step of that size.
-
-    A[l]: (m, n_l) for each hidden ReLU layer l (1-based): Z_l, then A_l in place, then in the backward dZ_l.
-    out: (m, k) the output layer's Z_L; dZ_out (m, k) the loss gradient.
-    scratch: flat, shared by every layer, one use at a time. ReLU with momentum: the rows of dA_{l-1} = dZ_l W_l
-        being turned into dZ_{l-1} (at most ROW_CHUNK batch rows at once) and, without fuse_velocity, the rows
-        of dW_l being folded into the momentum buffer. Otherwise (ReLU): dA_{l-1} whole.
-    dW: flat, the largest layer's dW, where it is formed whole (no momentum or another activation; unfused).
-    db: flat scratch of the widest layer's bias.
-    """
-
-    ROW_CHUNK = 128  # batch rows of dA formed at once (the product of a row block is bitwise the full product's)
-    LARGE_BATCH = 256  # from here on dW is formed in row blocks of a quarter of the largest W
-
-    def __init__(self, config: MLPConfig, m: int, fused: bool, relu_hidden: bool, momentum: bool):
-        factory = {"dtype": config.torch_dtype, "device": config.torch_device}
-        sizes = config.sizes
-        widest_hidden = max(sizes[1:-1], default=0)
-        largest_W = max(sizes[layer] * sizes[layer - 1] for layer in range(1, config.num_layers + 1))
-        self.m = m
-        self.A = {layer: torch.empty(m, sizes[layer], **factory) for layer in range(1, config.num_layers)} \
-            if relu_hidden else {}
-        self.out = torch.empty(m, sizes[-1], **factory)
-        self.dZ_out = torch.empty(m, sizes[-1], **factory)
-        if momentum and relu_hidden:
-            self.row_chunk = min(m, self.ROW_CHUNK)
-            self.dW_budget = 0 if fused else (largest_W if m < self.LARGE_BATCH else -(-largest_W // 4))
-            scratch = max(self.row_chunk * widest_hidden, self.dW_budget)
-        else:  # dA_{l-1} whole (relu); dW_l whole in its own buffer (both are alive during the update)
-            self.row_chunk, self.dW_budget = m, 0
-            scratch = m * widest_hidden if relu_hidden else 0
-        self.scratch = torch.empty(scratch, **factory)
-        self.dW = torch.empty(largest_W, **factory) if not fused and not (momentum and relu_hidden) else None
-        self.db = torch.empty(max(sizes[1:]), **factory)
-        self.l2_term = torch.empty(largest_W, **factory) if config.l2 > 0 else None
-        # The nll gradient's nonzero entry, -1/m rounded in the dtype, as the reference's full(-1)/m.
-        self.minus_one_over_m = torch.full((m, 1), -1.0, **factory) / m
-        # A zero of the buffer's shape with stride 0: addcmul onto it turns the mask product's -0.0 (where
-        # dA < 0 and A = 0) into autograd's +0.0 at no memory cost (and faster than a full zeros tensor).
-        self.zero = torch.zeros(1, 1, **factory)
-
-    def view(self, buffer: Tensor, *shape: int) -> Tensor:
-        """The first prod(shape) entries of a flat buffer, as a tensor of that shape."""
-        numel = 1
-        for n in shape:
-            numel *= n
-        return buffer[:numel].view(*shape)
-
-    def nbytes(self) -> int:
-        tensors = [*self.A.values(), self.out, self.dZ_out, self.scratch, self.dW, self.db, self.l2_term,
-                   self.minus_one_over_m, self.zero]
-        return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
 
 class FastTrainer:
@@ -169,7 +119,20 @@ class FastTrainer:
                           if self.momentum else {})
         self._velocity_started = False  # V_0 = 0: the first step sets V_1 = G (a copy, as the engine's clone)
         self._workspaces: dict[int, Workspace] = {}
-        self._graphs = _GraphCache()
+        self._graphs = CudaGraphs()
+
+    @classmethod
+    def from_optimizer_config(cls, config: MLPConfig, params: dict[str, Tensor], optimizer: OptimizerConfig,
+                              **options) -> "FastTrainer":
+        """A trainer for the engine optimizer ``optimizer`` (manual_backprop.optim_config), if the fast path
+        runs it: "sgd" or "momentum" without dampening or weight decay. Raises a ValueError naming the
+        setting otherwise (train those with MLP + manual_backprop.optim)."""
+        if optimizer.name not in ("sgd", "momentum"):
+            raise ValueError(f"optimizer: the fast path runs sgd and momentum; got {optimizer.name!r}")
+        for name in ("dampening", "weight_decay"):
+            if getattr(optimizer, name, None):
+                raise ValueError(f"{name}: the fast path runs SGD without {name}; got {name}={getattr(optimizer, name)}")
+        return cls(config, params, optimizer.lr, optimizer.momentum or 0.0, **options)
 
     # --- the step -------------------------------------------------------------------------------------------
 
@@ -396,7 +359,7 @@ class FastTrainer:
     def release_workspaces(self) -> None:
         """Drop every workspace (and captured graph); the next step allocates its own again."""
         self._workspaces.clear()
-        self._graphs = _GraphCache()
+        self._graphs = CudaGraphs()
 
     # --- optimizer state, in the engine's layouts -------------------------------------------------------------
 
@@ -443,45 +406,3 @@ class FastTrainer:
         if buffers and len(buffers) != len(state):
             raise ValueError(f"state: momentum buffers for only some parameters ({sorted(buffers)})")
         self.load_velocity(buffers)
-
-
-class _GraphCache:
-    """CUDA graphs of the eager step, one per batch size (recaptured when the lr changes).
-
-    A graph replays fixed kernels on fixed addresses: X and y are copied into static buffers, the workspace
-    and the parameters are the same tensors every replay, and lr and momentum are baked into the kernels'
-    arguments. The first two steps of a size run eagerly on a side stream (they warm up cuBLAS and set
-    V_1 = G), the third is captured, then replayed.
-    """
-
-    WARMUP_STEPS = 2
-
-    def __init__(self):
-        self.graphs: dict[int, tuple] = {}
-        self.eager_steps: dict[int, int] = {}
-
-    def step(self, trainer: FastTrainer, X: Tensor, y: Tensor) -> Tensor:
-        m = X.shape[0]
-        entry = self.graphs.get(m)
-        if entry is not None and entry[0] != trainer.lr:
-            del self.graphs[m]
-            entry = None
-        if entry is None and self.eager_steps.get(m, 0) < self.WARMUP_STEPS:
-            self.eager_steps[m] = self.eager_steps.get(m, 0) + 1
-            side = torch.cuda.Stream(device=X.device)
-            side.wait_stream(torch.cuda.current_stream(X.device))
-            with torch.cuda.stream(side):
-                loss = trainer._eager_step(X, y, trainer._workspace(m))
-            torch.cuda.current_stream(X.device).wait_stream(side)
-            return loss
-        if entry is None:
-            static_X, static_y = X.clone(), y.clone()
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                static_loss = trainer._eager_step(static_X, static_y, trainer._workspace(m))
-            entry = self.graphs[m] = (trainer.lr, graph, static_X, static_y, static_loss)
-        _, graph, static_X, static_y, static_loss = entry
-        static_X.copy_(X)
-        static_y.copy_(y)
-        graph.replay()
-        return static_loss.clone()

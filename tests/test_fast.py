@@ -363,3 +363,19 @@ def test_cuda_graph_step_equals_the_eager_step(fuse_velocity):
     reference, _, _ = reference_run(config, params, data, 0.05, 0.9, lrs)
     for name in params:  # the reference engine on CUDA: the same math in its own kernels
         torch.testing.assert_close(graph.params[name], reference[name], rtol=1e-4, atol=1e-6)
+
+
+def test_built_from_an_optimizer_config_or_refused_with_the_setting():
+    from manual_backprop.optim_config import OptimizerConfig
+
+    config = MLPConfig(sizes=(6, 4, 3))
+    params = init_parameters(config, torch.Generator().manual_seed(0))
+    trainer = FastTrainer.from_optimizer_config(config, params, OptimizerConfig("momentum", lr=0.1, momentum=0.8))
+    assert (trainer.lr, trainer.momentum) == (0.1, 0.8)
+    assert FastTrainer.from_optimizer_config(config, params, OptimizerConfig("sgd", lr=0.1)).momentum == 0.0
+    for optimizer, match in ((OptimizerConfig("nesterov", lr=0.1), "optimizer"),
+                             (OptimizerConfig("adam", lr=0.1), "optimizer"),
+                             (OptimizerConfig("momentum", lr=0.1, dampening=0.5), "dampening"),
+                             (OptimizerConfig("sgd", lr=0.1, weight_decay=0.01), "weight_decay")):
+        with pytest.raises(ValueError, match=match):
+            FastTrainer.from_optimizer_config(config, params, optimizer)
