@@ -75,7 +75,7 @@ def labelled_digit_grid(images: Tensor, labels: Tensor, predictions: Tensor, col
     grey = (digits * 255).round().to(torch.uint8).numpy()
 
     side = SIDE * scale
-    font = _font(max(10, 6 * scale))
+    font = _font(max(10, 7 * scale))  # captions readable when TensorBoard shrinks the grid to its card width
     caption = font.getbbox("0")[3] + 4
     pad = 2
     header = (font.getbbox("Ag")[3] + 6) if legend else 0
