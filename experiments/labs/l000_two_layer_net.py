@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from experiments.labs.common import Lab, writer
+from experiments.labs.common import Lab, new_lab_run_dir, writer
 from manual_backprop.activations import relu_backward, relu_forward
 from manual_backprop.config import MLPConfig
 from manual_backprop.linear import linear_backward, linear_forward
@@ -65,7 +65,6 @@ def train(steps: int = STEPS, lr: float = LR):
 
 def run(args, report) -> None:
     engine_losses, twin_losses, params, twin_params = train()
-    from experiments.labs.common import new_lab_run_dir
     run_dir = report.run_dir = new_lab_run_dir(args, "two_layer_net")
     writers = {"manual": writer(run_dir, "manual"), "autograd": writer(run_dir, "autograd")}
     for epoch, (mine, theirs) in enumerate(zip(engine_losses, twin_losses), start=1):
