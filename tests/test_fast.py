@@ -265,7 +265,7 @@ def test_the_workspace_is_reused_and_nothing_else_is_kept():
     assert trainer.workspace_bytes() == 0
 
 
-@pytest.mark.parametrize("fuse_velocity, largest_scratch", [(False, 784 * 256 // 4), (True, 128 * 256)])
+@pytest.mark.parametrize("fuse_velocity, largest_scratch", [(False, 784 * 256 // 8), (True, 64 * 256)])
 def test_a_large_batch_keeps_only_the_activations_and_row_blocks(fuse_velocity, largest_scratch):
     """Batch 512: the workspace is A_1, A_2, Z_3 and dZ_3 plus a scratch of row blocks; no Z, dA or whole dW."""
     config = MLPConfig()
