@@ -172,7 +172,7 @@ def test_mnist_labs_fast_form(name, idx_dir):
 
 def test_softmax_classifier_on_synthetic_data(idx_dir):
     """Parity and the comparison of the two settings; the course's MNIST figure needs the real data."""
-    report = run("softmax_classifier", "--fast", "--dataset", "idx", "--data-dir", str(idx_dir))
+    report = run("softmax_classifier", "--dataset", "idx", "--data-dir", str(idx_dir))
     assert all(row.parity_ok for row in report.rows), report.table()
     assert {"course", "project"} <= set(report.values)
     assert rows(report)["course: test accuracy"].course == pytest.approx(0.8358)
