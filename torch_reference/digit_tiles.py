@@ -27,6 +27,12 @@ def _font(size: int):
         return ImageFont.load_default()
 
 
+def _digit_middle(font, top: int) -> int:
+    """The y of the middle of a digit drawn at ``top`` (where the arrow between two digits goes)."""
+    _, upper, _, lower = font.getbbox("0")
+    return top + (upper + lower) // 2
+
+
 def _arrow(draw: ImageDraw.ImageDraw, x: int, y: int, width: int, colour) -> None:
     """A right arrow from (x, y) to (x + width, y); drawn, not typed: the bundled font has no arrow glyph."""
     draw.line([(x, y), (x + width, y)], fill=colour, width=1)
@@ -42,8 +48,7 @@ def _caption(draw: ImageDraw.ImageDraw, font, left: int, top: int, width: int, t
     x = left + (width - total) / 2
     draw.text((x, top), true_text, fill=TRUE_COLOUR, font=font)
     x += true_width + gap
-    middle = top + font.getbbox("0")[1] + (font.getbbox("0")[3] - font.getbbox("0")[1]) // 2
-    _arrow(draw, int(x), int(middle), arrow, TEXT_COLOUR)
+    _arrow(draw, int(x), _digit_middle(font, top), arrow, TEXT_COLOUR)
     x += arrow + gap
     draw.text((x, top), predicted_text, fill=PREDICTED_COLOUR, font=font)
 
@@ -92,7 +97,7 @@ def labelled_digit_grid(images: Tensor, labels: Tensor, predictions: Tensor, col
         row, column = divmod(i, columns)
         left = pad + column * (side + pad)
         top = header + pad + row * (side + caption + pad)
-        tile = Image.fromarray(grey[i], mode="L").resize((side, side), Image.NEAREST)
+        tile = Image.fromarray(grey[i]).resize((side, side), Image.NEAREST)
         canvas.paste(tile.convert("RGB"), (left, top))
         _caption(draw, font, left, top + side + 1, side, int(labels[i]), int(predictions[i]))
     return np.asarray(canvas)
@@ -104,8 +109,7 @@ def _legend(draw: ImageDraw.ImageDraw | None, font, x: int, y: int) -> float:
     for text, colour in (("true", TRUE_COLOUR), (None, TEXT_COLOUR), ("predicted", PREDICTED_COLOUR)):
         if text is None:
             if draw is not None:
-                middle = y + font.getbbox("0")[1] + (font.getbbox("0")[3] - font.getbbox("0")[1]) // 2
-                _arrow(draw, int(x) + 3, int(middle), 12, colour)
+                _arrow(draw, int(x) + 3, _digit_middle(font, y), 12, colour)
             x += 18
         else:
             if draw is not None:
