@@ -30,6 +30,7 @@ from torch_reference.checkpoint import CheckpointError
 from torch_reference.guarded_logger import LoggingError
 from torch_reference.run_lock import RunLockError
 from torch_reference.run_logging import new_run_dir
+from torch_reference.tensorboard_layout import auto_log_interval, run_name
 from torch_reference.training import DRY_RUN_BATCHES, DRY_RUN_EVAL_IMAGES, TrainingError, TrainSettings, train
 
 DEFAULT_LOGDIR = Path(__file__).resolve().parent.parent / "runs"
@@ -87,8 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--logdir", default=str(DEFAULT_LOGDIR),
                    help="parent of the run directories (with --resume: the run continues in the checkpoint's own "
                         "directory; another --logdir is refused)")
-    p.add_argument("--log-interval", type=int, default=100, help="steps between train-loss points")
-    p.add_argument("--parity-every", type=int, default=100, help="steps between parity checks")
+    p.add_argument("--log-interval", type=parse_interval, default="auto",
+                   help="steps between train-loss points (default: auto, ceil(total steps / 100): about 100 points "
+                        "per run)")
+    p.add_argument("--parity-every", type=parse_interval, default="auto",
+                   help="steps between parity checks (default: auto, ceil(total steps / 100))")
     p.add_argument("--no-twin", action="store_true", help="train the manual engine alone")
     p.add_argument("--dry-run", action="store_true", help=f"one epoch of a few batches, for smoke tests")
     p.add_argument("--checkpoint-every", type=int, default=0,
@@ -102,6 +106,16 @@ def build_parser() -> argparse.ArgumentParser:
                         + "; ".join(f"{name}: {text}" for name, (text, _) in PRESETS.items()))
     add_optimizer_flags(p)
     return p
+
+
+def parse_interval(text: str) -> int | str:
+    """'auto' or an integer (checked >= 1 with the other settings)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of steps or 'auto'; got {text!r}")
 
 
 def parse_batch_size(text: str) -> int | str:
@@ -176,10 +190,14 @@ def main(argv=None) -> int:
     batches_per_epoch = -(-n_train // batch_size)
     if args.dry_run:
         batches_per_epoch = min(batches_per_epoch, DRY_RUN_BATCHES)
+    total_steps = epochs * batches_per_epoch
+    points_over = min(total_steps, args.max_steps) if args.max_steps else total_steps
+    log_interval = auto_log_interval(points_over) if args.log_interval == "auto" else args.log_interval
+    parity_every = auto_log_interval(points_over) if args.parity_every == "auto" else args.parity_every
     try:
         settings = TrainSettings(epochs=epochs, batch_size=batch_size, optimizer=optimizer,
-                                 schedule=schedule_config(args, total_steps=epochs * batches_per_epoch),
-                                 seed=args.seed, log_interval=args.log_interval, parity_every=args.parity_every,
+                                 schedule=schedule_config(args, total_steps=total_steps),
+                                 seed=args.seed, log_interval=log_interval, parity_every=parity_every,
                                  twin=not args.no_twin, dry_run=args.dry_run,
                                  checkpoint_every=args.checkpoint_every, max_steps=args.max_steps)
     except (ValueError, TypeError) as error:
@@ -194,7 +212,7 @@ def main(argv=None) -> int:
             run_dir = Path(args.resume).resolve().parent
             writable_file(run_dir / "summary.json", "run summary")  # before the training, not after it
         else:
-            run_dir = new_run_dir(logdir, f"{config.slug()}_{optimizer.slug()}")
+            run_dir = new_run_dir(logdir, run_name(config.to_dict(), settings.identity()))
         description = {"command": "python -m experiments.train_mnist " + " ".join(argv),
                        "dataset": args.dataset, "data_source": data.source, "standardize": args.standardize,
                        "val_size": args.val_size, "limit": args.limit, "train_images": n_train,

@@ -115,6 +115,11 @@ def run_name(config: Mapping, settings: Mapping) -> str:
         parts.append(f"slope{_number(config['leaky_slope'])}")
     if activation == "elu" and config.get("elu_alpha", 1.0) != 1.0:
         parts.append(f"alpha{_number(config['elu_alpha'])}")
+    if activation == "maxout":
+        parts.append(f"k{config.get('maxout_pieces', 2)}")
+    for key, label in (("dropout", "drop"), ("input_dropout", "indrop"), ("max_norm", "maxnorm")):
+        if config.get(key):
+            parts.append(f"{label}{_number(config[key])}")
     if config.get("init", "torch_linear") != "torch_linear":
         parts.append(str(config["init"]))
     if config.get("dtype", "float32") != "float32":

@@ -375,7 +375,8 @@ def train(config: MLPConfig, settings: TrainSettings, data: DatasetSplits, run_d
             run.restore(resume)
             log(f"resumed from {resume}: epoch {run.epoch + 1}, step {run.global_step}")
         logger = GuardedLogger(run_dir, lambda: RunLogger(run_dir, purge_step=run.global_step + 1 if resume is not None
-                                                          else None, twin=settings.twin))
+                                                          else None, twin=settings.twin,
+                                                          validation=data.val_x.shape[0] > 0))
         try:
             if resume is None:
                 logger.config_text(description)
