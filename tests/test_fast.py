@@ -159,7 +159,8 @@ def test_fused_velocity_float64_close_and_float32_within_documented_ulps():
             eps = torch.finfo(torch.float32).eps
             assert max(float((mine - theirs).abs().max() / (eps * theirs.abs().max()))
                        for mine, theirs in buffers) <= FUSED_FLOAT32_MAX_VELOCITY_EPS
-            assert any(not torch.equal(m, t) for m, t in weights + buffers), "the fused rounding should show here"
+            if torch.backends.mkl.is_available():  # MKL splits a 256-row batch sum (measured); other BLAS may not
+                assert any(not torch.equal(m, t) for m, t in weights + buffers), "the fused rounding should show"
 
 
 def test_fused_plain_sgd_close_in_float64():
