@@ -380,3 +380,14 @@ def test_built_from_an_optimizer_config_or_refused_with_the_setting():
                              (OptimizerConfig("sgd", lr=0.1, weight_decay=0.01), "weight_decay")):
         with pytest.raises(ValueError, match=match):
             FastTrainer.from_optimizer_config(config, params, optimizer)
+
+
+@pytest.mark.parametrize("bad_label", [3, -1, -100])
+def test_a_bad_label_is_named_and_changes_nothing(bad_label):
+    config = MLPConfig(sizes=(6, 4, 3))
+    params = init_parameters(config, torch.Generator().manual_seed(0))
+    trainer = FastTrainer(config, {n: t.clone() for n, t in params.items()}, 0.1, 0.9)
+    with pytest.raises(ValueError, match="target: labels must lie in"):
+        trainer.step(torch.rand(2, 6), torch.tensor([0, bad_label]))
+    for name, tensor in params.items():
+        assert torch.equal(trainer.params[name], tensor)
