@@ -171,3 +171,33 @@ def test_record_preset_expands_and_later_flags_override(fake_data, tmp_path, cap
     with pytest.raises(SystemExit):
         main(["--preset", "fastest"])
     assert "--preset: expected one of record; got 'fastest'" in capsys.readouterr().err
+
+
+def test_engine_alone_trains_on_the_fast_path_with_the_same_bits(fake_data, tmp_path, capsys):
+    """--no-twin takes manual_backprop/fast.py where it can; its weights equal the side-by-side run's engine's."""
+    args = ["--epochs", "2", "--optimizer", "momentum", "--lr-schedule", "cosine"]
+    assert run(fake_data, tmp_path / "pair", *args)[0] == 0
+    status, alone_dir = run(fake_data, tmp_path / "alone", *args, "--no-twin")
+    assert status == 0
+    assert "engine: fast path (manual_backprop/fast.py)" in capsys.readouterr().out
+    pair = torch.load(next((tmp_path / "pair").iterdir()) / "checkpoint.pt", weights_only=True)
+    alone = torch.load(alone_dir / "checkpoint.pt", weights_only=True)
+    for name, tensor in pair["engine"].items():
+        assert torch.equal(tensor, alone["engine"][name]), name
+        assert torch.equal(pair["engine_optimizer"]["state"][name]["momentum_buffer"],
+                           alone["engine_optimizer"]["state"][name]["momentum_buffer"]), name
+    # resuming a fast-path run continues bitwise too
+    status, parts_dir = run(fake_data, tmp_path / "parts", *args, "--no-twin", "--max-steps", "5")
+    assert status == 0
+    assert main(["--no-progress", "--device", "cpu", "--dataset", "idx", "--data-dir", str(fake_data),
+                 "--hidden", "12", "--batch-size", "16", *args, "--no-twin",
+                 "--resume", str(parts_dir / "checkpoint.pt")]) == 0
+    resumed = torch.load(parts_dir / "checkpoint.pt", weights_only=True)
+    for name, tensor in alone["engine"].items():
+        assert torch.equal(tensor, resumed["engine"][name]), name
+
+
+def test_engine_alone_falls_back_to_the_reference_path_and_says_why(fake_data, tmp_path, capsys):
+    status, _ = run(fake_data, tmp_path / "runs", "--epochs", "1", "--no-twin", "--dropout", "0.2")
+    assert status == 0
+    assert "engine: reference engine (the fast path does not run this: " in capsys.readouterr().out

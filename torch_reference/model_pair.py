@@ -16,6 +16,7 @@ from torch import Tensor
 
 from manual_backprop.config import MLPConfig
 from manual_backprop.constraints import max_norm_
+from manual_backprop.fast import FastTrainer
 from manual_backprop.model import MLP, init_parameters
 from manual_backprop.optim import build_optimizer
 from manual_backprop.optim_config import OptimizerConfig, ScheduleConfig
@@ -35,7 +36,7 @@ class DivergenceError(Exception):
 
 @dataclass
 class StepResult:
-    engine_record: Record
+    engine_record: Record | None  # None on the fast path, which keeps no record
     twin_record: Record | None
     engine_loss: float
     twin_loss: float | None
@@ -51,6 +52,15 @@ class ModelPair:
         self.engine_optimizer = build_optimizer(optimizer, self.engine.params)
         self.engine_schedule = LRSchedule(schedule, optimizer.lr)
         self.twin = self.twin_optimizer = self.twin_schedule = None
+        # The engine alone trains with the fast path (manual_backprop/fast.py: same arithmetic, bitwise equal
+        # weights, no record of intermediates) where it supports the config; otherwise with the reference pairs.
+        self.fast, self.path_note = None, "reference engine (side by side with the twin)"
+        if not twin:
+            try:
+                self.fast = FastTrainer.from_optimizer_config(config, self.engine.params, optimizer)
+                self.path_note = "fast path (manual_backprop/fast.py)"
+            except ValueError as why:
+                self.path_note = f"reference engine (the fast path does not run this: {why})"
         if twin:
             self.twin = TwinMLP.from_engine(config, self.engine.params)
             # foreach=False: the per-tensor loop, whose arithmetic the engine's optimizers reproduce (the default
@@ -70,6 +80,8 @@ class ModelPair:
         for one, stays finite while its margins overflow), so a diverged state never reaches a checkpoint.
         """
         self.engine_optimizer.lr = self.engine_schedule.lr
+        if self.fast is not None:
+            return self._fast_step(X, y)
         if self.twin is not None:
             # Training mode (dropout active): both draw their masks from one generator state (see lockstep.py).
             record, twin_record = lockstep_loss_and_gradients(self.engine, self.twin, X, y, train=True)
@@ -110,6 +122,21 @@ class ModelPair:
                                       f"it was {result.engine_loss if model == 'manual' else result.twin_loss})")
         return result
 
+    def _fast_step(self, X: Tensor, y: Tensor) -> StepResult:
+        """The fast path updates the weights inside its backward, so a non-finite loss is seen after the update:
+        the run stops there all the same, and the diverged weights never reach a checkpoint."""
+        self.fast.lr = self.engine_schedule.lr
+        loss = self.fast.step(X, y).item()
+        if not math.isfinite(loss):
+            raise DivergenceError(f"the manual model's loss became {loss} (fast path: this step's update is "
+                                  "not kept)")
+        self.engine_schedule.step()
+        bad = non_finite_parameter(self.engine.params)
+        if bad:
+            raise DivergenceError(f"the manual model's {bad} became non-finite in the update (the loss before it "
+                                  f"was {loss})")
+        return StepResult(None, None, loss, None)
+
     def twin_params(self) -> dict[str, Tensor]:
         return {name: tensor.detach() for name, tensor in self.twin.engine_parameters().items()} if self.twin else {}
 
@@ -125,6 +152,8 @@ class ModelPair:
     # --- checkpoints -------------------------------------------------------------------------------------------
 
     def state_dict(self) -> dict:
+        if self.fast is not None:  # the fast path keeps the momentum buffers; the checkpoint layout is the engine's
+            self.engine_optimizer.state = {name: entries for name, entries in self.fast.optimizer_state().items()}
         state = {"engine": {name: tensor.detach().cpu().clone() for name, tensor in self.engine.params.items()},
                  "engine_optimizer": self.engine_optimizer.state_dict(),
                  "engine_schedule": self.engine_schedule.state_dict()}
@@ -147,6 +176,8 @@ class ModelPair:
             self.engine.params[name].copy_(tensor.to(device))
         self.engine_optimizer.load_state_dict(state["engine_optimizer"])
         self.engine_schedule.load_state_dict(state["engine_schedule"])
+        if self.fast is not None:
+            self.fast.load_optimizer_state(self.engine_optimizer.state)
         if self.twin is not None:
             self.twin.load_state_dict(state["twin"])
             self.twin_optimizer.load_state_dict(state["twin_optimizer"])

@@ -232,7 +232,8 @@ class SideBySideRun:
             bitwise = self.tally.add(rows, after)
             weights = {f"{row.name}{row.layer}": row.max_abs for row in after if row.name in ("W", "b")}
             logger.parity(self.global_step, rows, weights, bitwise, weight_rows=after)
-        self.last_grads = result.engine_record.gradients()
+        if result.engine_record is not None:  # the fast path keeps no gradients to draw
+            self.last_grads = result.engine_record.gradients()
         self.last_lr = lr
         return result.engine_loss, result.twin_loss
 
@@ -342,6 +343,7 @@ class SideBySideRun:
             "optimizer": self.settings.optimizer.to_dict(),
             "schedule": self.settings.schedule.to_dict(),
             "final_lr": self.models.lr,
+            "engine_path": self.models.path_note,
             "seconds": round(self.elapsed, 3),
             "final": final,
             "history": self.history,
@@ -371,6 +373,7 @@ def train(config: MLPConfig, settings: TrainSettings, data: DatasetSplits, run_d
     run = None
     try:
         run = SideBySideRun(config, settings, data, run_dir, description, log=log, progress=progress)
+        log(f"engine: {run.models.path_note}")
         if resume is not None:
             run.restore(resume)
             log(f"resumed from {resume}: epoch {run.epoch + 1}, step {run.global_step}")
