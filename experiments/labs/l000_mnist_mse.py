@@ -11,8 +11,10 @@ thousands and only a tiny rate (5e-4) keeps the steps stable. Full batch then me
 the data: 1000 epochs are 1000 updates, where mini-batches of 64 would make 937 updates in one epoch. And MSE on
 one-hot targets asks every output to hit 0 or 1 exactly instead of only ranking the true class first, so much of
 each step is spent on outputs that are already classified correctly.
-Measured: on all 60000 images the loss falls from the thousands to 0.58 in 100 epochs while the test accuracy is
-36.9 %. ``--fast``: the first 2000 training images, 40 epochs (still at chance).
+Measured on all 60000 images: loss 0.58 and 36.9 % test accuracy after 100 epochs, 0.3755 and 57.8 % after 200,
+then a crawl to 0.3738 and 57.0 % train / 58.0 % test after the course's 1000: the rate that keeps the first steps
+stable is far too small once the outputs are near their targets. ``--fast``: the first 2000 training images,
+40 epochs (still at chance).
 """
 
 from __future__ import annotations
@@ -82,4 +84,4 @@ def run(args, report) -> None:
 
 
 LAB = Lab("mnist_mse", "000", "MNIST 784-32-10, MSE on one-hot labels, full batch, lr 5e-4, N(0,1) init",
-          "30 min", run, add_arguments, uses_mnist=True)
+          "15 min", run, add_arguments, uses_mnist=True)
