@@ -309,3 +309,27 @@ def test_parity_cli_steps_json_contract(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--steps", "2", "--optimizer", "adam", "--betas", "0.9,1.5"])
     assert "--betas[1]: expected 0 <= betas[1] < 1" in capsys.readouterr().err
+
+
+def test_the_engine_never_imports_torch_optim():
+    """The engine's optimizers and schedules are written by hand: no module of manual_backprop imports
+    torch.optim (or reaches it as an attribute)."""
+    import ast
+    import pathlib
+
+    import manual_backprop
+
+    offenders = []
+    for path in pathlib.Path(manual_backprop.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import) and any(alias.name.startswith("torch.optim") for alias in node.names):
+                offenders.append(f"{path.name}:{node.lineno}")
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("torch.optim"):
+                offenders.append(f"{path.name}:{node.lineno}")
+            if isinstance(node, ast.ImportFrom) and node.module == "torch" and any(
+                    alias.name == "optim" for alias in node.names):
+                offenders.append(f"{path.name}:{node.lineno}")
+            if isinstance(node, ast.Attribute) and node.attr == "optim" and isinstance(node.value, ast.Name) \
+                    and node.value.id == "torch":
+                offenders.append(f"{path.name}:{node.lineno}")
+    assert not offenders, offenders

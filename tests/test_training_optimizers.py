@@ -163,7 +163,7 @@ def test_record_preset_expands_and_later_flags_override(fake_data, tmp_path, cap
                           "--dry-run", "--warmup-steps", "1")
     assert status == 0
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["config"]["dropout"] == 0.4 and summary["config"]["max_norm"] == 3.5
+    assert summary["config"]["dropout"] == 0.3 and summary["config"]["max_norm"] == 3.5
     assert summary["config"]["sizes"] == [784, 16, 10]  # overridden
     assert summary["optimizer"]["name"] == "momentum" and summary["optimizer"]["lr"] == 0.05
     assert summary["schedule"]["name"] == "cosine" and summary["schedule"]["warmup_steps"] == 1
