@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="PATH", default=None, help="continue the run of this checkpoint")
     p.add_argument("--json", metavar="PATH", default=None, help="also write the run summary here")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's choice, one per core); float32 results depend on it, "
+                        "since the matrix products split their sums by thread")
     p.add_argument("--preset", choices=list(PRESETS),
                    help="a named bundle of flags (later flags override it): "
                         + "; ".join(f"{name}: {text}" for name, (text, _) in PRESETS.items()))
@@ -163,6 +166,10 @@ def main(argv=None) -> int:
         if args.val_size < 0:
             raise ValueError(f"--val-size: expected a number of images >= 0; got {args.val_size}")
         schedule_config(args, total_steps=1)  # the flags alone; the cosine length needs the data (below)
+        if args.threads is not None:
+            if args.threads < 1:
+                raise ValueError(f"--threads: expected an integer >= 1; got {args.threads}")
+            torch.set_num_threads(args.threads)
         nonempty_path(args.logdir, "--logdir")
         nonempty_path(args.json, "--json")
         seed_in_range(args.seed)
@@ -218,7 +225,8 @@ def main(argv=None) -> int:
                        "val_size": args.val_size, "limit": args.limit, "train_images": n_train,
                        "epochs": settings.epochs, "batch_size": settings.batch_size, "seed": settings.seed,
                        "optimizer": optimizer.to_dict(), "schedule": settings.schedule.to_dict(),
-                       "twin": settings.twin, "torch": torch.__version__, **config.to_dict()}
+                       "twin": settings.twin, "torch": torch.__version__, "threads": torch.get_num_threads(),
+                       **config.to_dict()}
         log(f"run directory: {run_dir}")
         log(f"data: {data.name}, {n_train} train / {data.val_x.shape[0]} val / {data.test_x.shape[0]} "
             f"test images ({data.source}); model {config.slug()}, {config.dtype} on {config.device}; "
