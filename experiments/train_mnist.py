@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "since the matrix products split their sums by thread")
     p.add_argument("--preset", choices=list(PRESETS),
                    help="a named bundle of flags (later flags override it): "
-                        + "; ".join(f"{name}: {text}" for name, (text, _) in PRESETS.items()))
+                        + "; ".join(f"{name}: {text}" for name, (text, _) in PRESETS.items()).replace("%", "%%"))
     add_optimizer_flags(p)
     return p
 
