@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="Manual backprop vs autograd on MNIST, side by side.",
                                 formatter_class=DefaultsOnceFormatter)
     p.add_argument("--epochs", type=int, default=10, help="number of epochs to train")
-    p.add_argument("--batch-size", type=parse_batch_size, default=64,
+    p.add_argument("--batch-size", type=int_or_word("full", "images"), default=64,
                    help="images per optimizer step, or 'full' for full-batch gradient descent")
     p.add_argument("--hidden", type=parse_hidden, default=(256, 128),
                    help="hidden layer widths, comma-separated ('none' for the softmax classifier)")
@@ -88,13 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--logdir", default=str(DEFAULT_LOGDIR),
                    help="parent of the run directories (with --resume: the run continues in the checkpoint's own "
                         "directory; another --logdir is refused)")
-    p.add_argument("--log-interval", type=parse_interval, default="auto",
+    p.add_argument("--log-interval", type=int_or_word("auto", "steps"), default="auto",
                    help="steps between train-loss points (default: auto, ceil(total steps / 100): about 100 points "
                         "per run)")
-    p.add_argument("--parity-every", type=parse_interval, default="auto",
+    p.add_argument("--parity-every", type=int_or_word("auto", "steps"), default="auto",
                    help="steps between parity checks (default: auto, ceil(total steps / 100))")
     p.add_argument("--no-twin", action="store_true", help="train the manual engine alone")
-    p.add_argument("--dry-run", action="store_true", help=f"one epoch of a few batches, for smoke tests")
+    p.add_argument("--dry-run", action="store_true", help="one epoch of a few batches, for smoke tests")
     p.add_argument("--checkpoint-every", type=int, default=0,
                    help="steps between checkpoints (0: at the end of every epoch only)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps in total, with a checkpoint")
@@ -111,24 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_interval(text: str) -> int | str:
-    """'auto' or an integer (checked >= 1 with the other settings)."""
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of steps or 'auto'; got {text!r}")
-
-
-def parse_batch_size(text: str) -> int | str:
-    """An int, or 'full' (the whole training set in every step, known once the data are loaded)."""
-    if text.strip().lower() == "full":
-        return "full"
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of images or 'full'; got {text!r}")
+def int_or_word(word: str, unit: str):
+    """An argparse type: an int, or ``word`` ('auto', 'full') whose meaning is settled once the data are loaded.
+    Ranges are checked with the other settings."""
+    def parse(text: str) -> int | str:
+        if text.strip().lower() == word:
+            return word
+        try:
+            return int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number of {unit} or '{word}'; got {text!r}")
+    return parse
 
 
 def writable_dir(path: Path, flag: str) -> Path:

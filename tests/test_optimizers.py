@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from manual_backprop.optim import build_optimizer
-from manual_backprop.optim_config import OPTIMIZERS, OptimizerConfig, ScheduleConfig
+from manual_backprop.optim_config import OptimizerConfig, ScheduleConfig
 from manual_backprop.schedules import LRSchedule
 from torch_reference.compare import ulp_distance
 from torch_reference.optim_twin import build_torch_optimizer, build_torch_schedule, current_lr

@@ -91,6 +91,7 @@ class ModelPair:
             twin_record = None
         result = StepResult(record, twin_record, record.loss.item(),
                             twin_record.loss.item() if twin_record is not None else None)
+        grads = record.gradients()
         for model, loss, model_record in (("manual", result.engine_loss, record),
                                           ("autograd", result.twin_loss, twin_record)):
             if loss is None:
@@ -98,13 +99,14 @@ class ModelPair:
             if not math.isfinite(loss):
                 raise DivergenceError(f"the {model} model's loss became {loss}; stopping without updating the weights")
             # The loss alone can hide an overflow: the hinge loss turns NaN margins into 0.
+            model_grads = grads if model_record is record else model_record.gradients()
             bad = non_finite_parameter({"output scores Z": model_record.layers[-1]["Z"],
-                                        **{f"gradient d{name}": grad for name, grad in model_record.gradients().items()}})
+                                        **{f"gradient d{name}": grad for name, grad in model_grads.items()}})
             if bad:
                 raise DivergenceError(f"the {model} model's {bad} became non-finite (an overflow: the loss is still "
                                       f"{loss}); stopping without updating the weights")
         with torch.inference_mode():
-            self.engine_optimizer.step(record.gradients())
+            self.engine_optimizer.step(grads)
         self.engine_schedule.step()
         if self.twin is not None:
             self.twin_optimizer.step()
