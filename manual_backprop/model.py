@@ -7,6 +7,7 @@ No autograd anywhere (DEVELOPERS.md): every derivative below is written out, and
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -235,10 +236,15 @@ class MLP:
             loss = data_loss + penalty
         return ForwardCache(Zs, As, linear_caches, activation_caches, loss, loss_cache, l2_cache, noises, Ds)
 
-    def backward_pass(self, cache: ForwardCache, *, input_grad: bool = False) -> Record:
+    def backward_pass(self, cache: ForwardCache, *, input_grad: bool = False,
+                      on_gradient: Callable[[str, Tensor], None] | None = None) -> Record:
         """Backpropagate from the loss to every layer; return the named record of values and gradients.
 
         ``input_grad=True`` also carries the gradient down to the input: dL/dX in ``record.input["dX"]``.
+        ``on_gradient(name, grad)`` is called as soon as a parameter's gradient is final ("b3", "W3", then
+        "b2", ...), while the layers below are still to come: data-parallel training launches its all-reduce
+        there (manual_backprop/data_parallel.py). The callback may change the tensor in place only after the
+        backward has returned (the record holds the same tensor).
         """
         config = self.config
         layers: list[dict[str, Tensor]] = [{"Z": Z, "A": A} for Z, A in zip(cache.Z, cache.A)]
@@ -277,6 +283,9 @@ class MLP:
                 dW = dW + l2_grads[layer - 1]
             record["dW"] = dW
             record["db"] = db
+            if on_gradient is not None:  # both are final; the bias first, as a small one tops up a bucket
+                on_gradient(f"b{layer}", db)
+                on_gradient(f"W{layer}", dW)
         inputs = {}
         if noises[0] is not None:
             inputs["D"] = cache.D[0]
@@ -284,13 +293,14 @@ class MLP:
             inputs["dX"] = dropout_backward(dD, noises[0])
         return Record(loss=cache.loss, layers=layers, input=inputs)
 
-    def loss_and_gradients(self, X: Tensor, target: Tensor, *, train: bool = False,
-                           input_grad: bool = False) -> Record:
+    def loss_and_gradients(self, X: Tensor, target: Tensor, *, train: bool = False, input_grad: bool = False,
+                           on_gradient: Callable[[str, Tensor], None] | None = None) -> Record:
         """Forward, loss and backward in one call.
 
-        train: apply dropout (see forward_pass); input_grad: also return dL/dX (see backward_pass).
+        train: apply dropout (see forward_pass); input_grad: also return dL/dX; on_gradient: see backward_pass.
         """
-        return self.backward_pass(self.forward_pass(X, target, train=train), input_grad=input_grad)
+        return self.backward_pass(self.forward_pass(X, target, train=train), input_grad=input_grad,
+                                  on_gradient=on_gradient)
 
     def kink_pattern(self, cache: ForwardCache) -> Tensor:
         """A flat bool tensor saying on which side of every kink the pass landed.

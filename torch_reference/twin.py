@@ -106,9 +106,11 @@ class TwinMLP(nn.Module):
         return {name: by_key[state_dict_key(name)]
                 for layer in range(1, self.config.num_layers + 1) for name in (f"W{layer}", f"b{layer}")}
 
-    def forward(self, X: Tensor) -> Tensor:
-        """(m, k) outputs: the logits for a fused output (softmax, bce's sigmoid), A_L otherwise."""
-        return self._forward(X)[1][-1]
+    def forward(self, X: Tensor, intermediates: bool = False):
+        """(m, k) outputs: the logits for a fused output (softmax, bce's sigmoid), A_L otherwise.
+        ``intermediates=True`` returns (Zs, As, Ds) instead (see _forward): the way loss_and_gradients runs the
+        forward through a DistributedDataParallel wrapper, which must see the call to prepare its all-reduce."""
+        return self._forward(X) if intermediates else self._forward(X)[1][-1]
 
     def _forward(self, X: Tensor) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
         """Zs, As, and Ds: Ds[l] is what layer l + 1 reads (dropout applied, l = 0 the input)."""
@@ -161,13 +163,16 @@ class TwinMLP(nn.Module):
         """l2 * sum_l ||W_l||_F^2, weights only."""
         return self.config.l2 * sum((layer.weight * layer.weight).sum() for layer in self.layers)
 
-    def loss_and_gradients(self, X: Tensor, target: Tensor, *, train: bool = False,
-                           input_grad: bool = False) -> Record:
+    def loss_and_gradients(self, X: Tensor, target: Tensor, *, train: bool = False, input_grad: bool = False,
+                           wrapper: nn.Module | None = None) -> Record:
         """One forward/backward through autograd; every Z and A keeps its gradient.
 
         train: run the pass in training mode (nn.Dropout active), then restore the module's previous mode.
         input_grad: also return dL/dX (from a leaf ``X.detach().requires_grad_()``) as ``record.input["dX"]``.
         Parameter gradients are reset first, so the record holds this pass's gradients only.
+        wrapper: a ``DistributedDataParallel`` around this module; the forward then runs through it, so its
+        backward all-reduces the parameter gradients (the record's dW and db are the averages over the ranks;
+        every other entry is this rank's own).
         """
         self.zero_grad(set_to_none=True)
         was_training = self.training
@@ -176,7 +181,7 @@ class TwinMLP(nn.Module):
             with torch.enable_grad():
                 if input_grad:
                     X = X.detach().requires_grad_()
-                Zs, As, Ds = self._forward(X)
+                Zs, As, Ds = self._forward(X) if wrapper is None else wrapper(X, intermediates=True)
                 for Z, A in zip(Zs, As):
                     Z.retain_grad()
                     A.retain_grad()  # a no-op re-request where A is Z (identity output)
