@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from experiments.cli_format import DefaultsOnceFormatter
+from experiments.data_parallel_flags import add_data_parallel_flags, start_data_parallel
 from experiments.optimizer_flags import add_optimizer_flags, flag_named_error, optimizer_config, schedule_config
 from experiments.parity import resolve_device
 from experiments.presets import PRESETS, expand_preset
@@ -27,6 +28,7 @@ from experiments.preflight import (existing_checkpoint, lr_fits_dtype, memory_fi
 from manual_backprop.config import HIDDEN_ACTIVATIONS, INITS, LOSSES, MSE_CONVENTIONS, MLPConfig
 from mnist_data import STANDARDIZE_MODES, DatasetError, default_data_dir, load_splits
 from torch_reference.checkpoint import CheckpointError
+from torch_reference.distributed import DistributedError
 from torch_reference.guarded_logger import LoggingError
 from torch_reference.run_lock import RunLockError
 from torch_reference.run_logging import new_run_dir
@@ -108,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a named bundle of flags (later flags override it): "
                         + "; ".join(f"{name}: {text}" for name, (text, _) in PRESETS.items()).replace("%", "%%"))
     add_optimizer_flags(p)
+    add_data_parallel_flags(p)
     return p
 
 
@@ -172,18 +175,39 @@ def main(argv=None) -> int:
         if args.resume is not None:
             resume_logdir(args.logdir, parser.get_default("logdir"), Path(args.resume))
         logdir = writable_dir(Path(args.logdir), "--logdir") if args.resume is None else None
+        data_parallel = start_data_parallel(args, device)  # None unless torchrun started this process
     except (ValueError, TypeError) as error:
         parser.error(flag_named_error(error))
+    except DistributedError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    try:
+        return run(args, argv, parser, config, optimizer, epochs, logdir, data_parallel)
+    finally:
+        if data_parallel is not None:
+            data_parallel.close()
+
+
+def run(args, argv, parser, config, optimizer, epochs, logdir, data_parallel) -> int:
+    """Load the data, build the settings and train; the exit status. Data-parallel, only rank 0 prints and
+    writes; every rank returns the same status."""
+    main_rank = data_parallel is None or data_parallel.is_main
+    rank_tag = f"[rank {data_parallel.rank}] " if data_parallel is not None and not main_rank else ""
 
     def log(line: str) -> None:
-        print(line, flush=True)
+        if main_rank:
+            print(line, flush=True)
+
+    def load():
+        return load_splits(args.dataset, args.data_dir, device=config.torch_device, dtype=config.torch_dtype,
+                           standardize=args.standardize, val_size=args.val_size, limit=args.limit,
+                           log=lambda line: print(line, file=sys.stderr, flush=True) if main_rank else None)
 
     try:
-        data = load_splits(args.dataset, args.data_dir, device=config.torch_device, dtype=config.torch_dtype,
-                           standardize=args.standardize, val_size=args.val_size, limit=args.limit,
-                           log=lambda line: print(line, file=sys.stderr, flush=True))
-    except (DatasetError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        # Rank 0 first: a download or a cache file is written once, and its failure stops every rank.
+        data = data_parallel.main_first(load, "loading the data") if data_parallel is not None else load()
+    except (DatasetError, DistributedError, ValueError) as error:
+        print(f"{rank_tag}error: {error}", file=sys.stderr)
         return 1
     n_train = data.train_x.shape[0]
     batch_size = n_train if args.batch_size == "full" else args.batch_size
@@ -195,6 +219,8 @@ def main(argv=None) -> int:
     log_interval = auto_log_interval(points_over) if args.log_interval == "auto" else args.log_interval
     parity_every = auto_log_interval(points_over) if args.parity_every == "auto" else args.parity_every
     try:
+        if data_parallel is not None:
+            data_parallel.check_batches(n_train, batch_size, DRY_RUN_BATCHES if args.dry_run else None)
         settings = TrainSettings(epochs=epochs, batch_size=batch_size, optimizer=optimizer,
                                  schedule=schedule_config(args, total_steps=total_steps),
                                  seed=args.seed, log_interval=log_interval, parity_every=parity_every,
@@ -205,32 +231,43 @@ def main(argv=None) -> int:
 
     try:
         eval_images = min(data.test_x.shape[0], DRY_RUN_EVAL_IMAGES) if args.dry_run else data.test_x.shape[0]
-        memory_fits(config, optimizer, batch_size, max(eval_images, data.val_x.shape[0]), settings.twin,
+        world_size = data_parallel.world_size if data_parallel is not None else 1
+        memory_fits(config, optimizer, batch_size // world_size, max(eval_images, data.val_x.shape[0]), settings.twin,
                     f"--hidden {','.join(map(str, args.hidden)) or 'none'}", f"--batch-size {args.batch_size}")
         if args.resume is not None:
-            existing_checkpoint(Path(args.resume))
             run_dir = Path(args.resume).resolve().parent
-            writable_file(run_dir / "summary.json", "run summary")  # before the training, not after it
+            if main_rank:  # the other ranks get the checkpoint from rank 0 and write nothing
+                existing_checkpoint(Path(args.resume))
+                writable_file(run_dir / "summary.json", "run summary")  # before the training, not after it
         else:
-            run_dir = new_run_dir(logdir, run_name(config.to_dict(), settings.identity()))
+            run_dir = new_run_dir(logdir, run_name(config.to_dict(), settings.identity())) if main_rank else None
+        if data_parallel is not None:
+            run_dir = Path(data_parallel.from_main(str(run_dir)))
         description = {"command": "python -m experiments.train_mnist " + " ".join(argv),
                        "dataset": args.dataset, "data_source": data.source, "standardize": args.standardize,
                        "val_size": args.val_size, "limit": args.limit, "train_images": n_train,
                        "epochs": settings.epochs, "batch_size": settings.batch_size, "seed": settings.seed,
                        "optimizer": optimizer.to_dict(), "schedule": settings.schedule.to_dict(),
                        "twin": settings.twin, "torch": torch.__version__, "threads": torch.get_num_threads(),
+                       **({"data_parallel": data_parallel.describe()} if data_parallel is not None else {}),
                        **config.to_dict()}
         log(f"run directory: {run_dir}")
         log(f"data: {data.name}, {n_train} train / {data.val_x.shape[0]} val / {data.test_x.shape[0]} "
             f"test images ({data.source}); model {config.slug()}, {config.dtype} on {config.device}; "
             f"optimizer {optimizer.slug()}, batch {batch_size}"
             + (f", lr schedule {settings.schedule.name}" if settings.schedule.name != "constant" else "")
-            + (f" after {settings.schedule.warmup_steps} warm-up steps" if settings.schedule.warmup_steps else ""))
+            + (f" after {settings.schedule.warmup_steps} warm-up steps" if settings.schedule.warmup_steps else "")
+            + (f"; data-parallel over {world_size} processes, {batch_size // world_size} images each per step"
+               if data_parallel is not None else ""))
         summary = train(config, settings, data, run_dir, description,
-                        resume=Path(args.resume) if args.resume else None, log=log, progress=not args.no_progress)
-    except (DatasetError, CheckpointError, TrainingError, RunLockError, LoggingError, ValueError) as error:
-        print(f"error: {error}", file=sys.stderr)
+                        resume=Path(args.resume) if args.resume else None, log=log,
+                        progress=not args.no_progress and main_rank, data_parallel=data_parallel)
+    except (DatasetError, CheckpointError, TrainingError, RunLockError, LoggingError, ValueError,
+            DistributedError) as error:
+        print(f"{rank_tag}error: {error}", file=sys.stderr)
         return 1
+    if not main_rank:
+        return {"SIGINT": 130, "SIGTERM": 143}.get(summary["interrupted"], 0)
 
     summary_path = run_dir / "summary.json"
     text = json.dumps(summary, indent=2) + "\n"

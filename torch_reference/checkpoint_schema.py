@@ -240,6 +240,13 @@ def validate_structure(path, state: dict) -> None:
     check.number(check.get(state, "elapsed", "elapsed"), "elapsed")
     for key in ("interval_losses", "epoch_losses"):
         check.losses(check.get(state, key, key), key)
+    # Data-parallel runs (checkpoints from before them have neither field: one process).
+    world_size = check.integer(state.get("world_size", 1), "world_size", low=1)
+    if "rank_rng" in state:  # every rank's dropout generator, in rank order
+        check.tensor(state["rank_rng"], "rank_rng", torch.uint8, (world_size, *torch.get_rng_state().shape))
+    tally = state.get("single_process_tally", {"checks": 0, "bitwise_checks": 0, "worst": {}})
+    if not isinstance(tally, dict) or sorted(tally) != ["bitwise_checks", "checks", "worst"]:
+        check.fail("single_process_tally", "a dict with checks, bitwise_checks and worst", tally)
 
 
 def validate_for_run(path, state: dict, template: dict, n_train: int, batches_per_epoch: int, epochs: int) -> None:

@@ -38,10 +38,12 @@ def rewound_rng(device: torch.device | str) -> Iterator[None]:
 
 
 def lockstep_loss_and_gradients(engine: MLP, twin: TwinMLP, X: Tensor, target: Tensor, *, train: bool = False,
-                                input_grad: bool = False) -> tuple[Record, Record]:
+                                input_grad: bool = False, on_gradient=None, wrapper=None) -> tuple[Record, Record]:
     """The engine's pass (under inference_mode, generator rewound afterwards), then the twin's, from one
-    generator state: with dropout both apply the same masks. Returns (engine record, twin record)."""
+    generator state: with dropout both apply the same masks. Returns (engine record, twin record).
+    on_gradient goes to the engine's backward, wrapper (a DistributedDataParallel) to the twin's pass."""
     with rewound_rng(X.device), torch.inference_mode():
-        engine_record = engine.loss_and_gradients(X, target, train=train, input_grad=input_grad)
-    twin_record = twin.loss_and_gradients(X, target, train=train, input_grad=input_grad)
+        engine_record = engine.loss_and_gradients(X, target, train=train, input_grad=input_grad,
+                                                  on_gradient=on_gradient)
+    twin_record = twin.loss_and_gradients(X, target, train=train, input_grad=input_grad, wrapper=wrapper)
     return engine_record, twin_record

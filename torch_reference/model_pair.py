@@ -16,6 +16,7 @@ from torch import Tensor
 
 from manual_backprop.config import MLPConfig
 from manual_backprop.constraints import max_norm_
+from manual_backprop.data_parallel import GradientAverager
 from manual_backprop.fast import FastTrainer
 from manual_backprop.model import MLP, init_parameters
 from manual_backprop.optim import build_optimizer
@@ -23,6 +24,7 @@ from manual_backprop.optim_config import OptimizerConfig, ScheduleConfig
 from manual_backprop.record import Record
 from manual_backprop.schedules import LRSchedule
 from torch_reference.compare import compare_records
+from torch_reference.distributed import DataParallel
 from torch_reference.lockstep import lockstep_loss_and_gradients
 from torch_reference.optim_parity import lr_row, state_rows, weight_rows
 from torch_reference.optim_twin import (build_torch_optimizer, build_torch_schedule, current_lr, load_schedule_state,
@@ -38,16 +40,23 @@ class DivergenceError(Exception):
 class StepResult:
     engine_record: Record | None  # None on the fast path, which keeps no record
     twin_record: Record | None
-    engine_loss: float
+    engine_loss: float  # data-parallel: the mean over the ranks, i.e. the loss of the global batch
     twin_loss: float | None
+    stop_requested: bool = False  # data-parallel: True when any rank asked to stop (all ranks agree)
 
 
 class ModelPair:
-    """The engine and (with ``twin=True``) its autograd twin, with their optimizers and schedules."""
+    """The engine and (with ``twin=True``) its autograd twin, with their optimizers and schedules.
+
+    data_parallel: this process's place in a data-parallel group. Each step then averages the engine's gradients
+    over the ranks (``GradientAverager``: all-reduces launched from the engine's backward) and trains the twin
+    wrapped in ``DistributedDataParallel``; the ranks agree on the loss and on whether to stop.
+    """
 
     def __init__(self, config: MLPConfig, optimizer: OptimizerConfig, schedule: ScheduleConfig, seed: int,
-                 twin: bool = True):
+                 twin: bool = True, data_parallel: DataParallel | None = None):
         self.config, self.optimizer_config, self.schedule_config = config, optimizer, schedule
+        self.dp = data_parallel
         self.engine = MLP(config, init_parameters(config, torch.Generator().manual_seed(seed)))
         self.engine_optimizer = build_optimizer(optimizer, self.engine.params)
         self.engine_schedule = LRSchedule(schedule, optimizer.lr)
@@ -55,7 +64,12 @@ class ModelPair:
         # The engine alone trains with the fast path (manual_backprop/fast.py: same arithmetic, bitwise equal
         # weights, no record of intermediates) where it supports the config; otherwise with the reference pairs.
         self.fast, self.path_note = None, "reference engine (side by side with the twin)"
-        if not twin:
+        self.averager = self.twin_wrapper = None
+        if data_parallel is not None:
+            self.averager = GradientAverager(self.engine.params, data_parallel.mode, data_parallel.bucket_bytes)
+            self.path_note = (f"reference engine, data-parallel over {data_parallel.world_size} processes: "
+                              f"{self.averager.describe()}")
+        elif not twin:
             try:
                 self.fast = FastTrainer.from_optimizer_config(config, self.engine.params, optimizer)
                 self.path_note = "fast path (manual_backprop/fast.py)"
@@ -67,44 +81,67 @@ class ModelPair:
             # on CUDA is the multi-tensor path).
             self.twin_optimizer = build_torch_optimizer(optimizer, self.twin.engine_parameters(), foreach=False)
             self.twin_schedule = build_torch_schedule(schedule, self.twin_optimizer)
+            if data_parallel is not None:
+                from torch.nn.parallel import DistributedDataParallel
+                # Buckets of the engine's size cap (DDP's own rule fills them differently; with 2 ranks the sums
+                # are bitwise the same whatever the buckets, see docs/data_parallel.md).
+                self.twin_wrapper = DistributedDataParallel(
+                    self.twin, bucket_cap_mb=data_parallel.bucket_mb,
+                    device_ids=[data_parallel.local_rank] if config.torch_device.type == "cuda" else None)
 
     @property
     def lr(self) -> float:
         """The learning rate of the next step."""
         return self.engine_schedule.lr
 
-    def step(self, X: Tensor, y: Tensor) -> StepResult:
+    def step(self, X: Tensor, y: Tensor, stop_requested: bool = False) -> StepResult:
         """Forward, backward and update of both models on the same batch, then a schedule step of each.
 
         A non-finite loss stops before any update; non-finite weights after the update stop too (the hinge loss,
         for one, stays finite while its margins overflow), so a diverged state never reaches a checkpoint.
+        Data-parallel: X, y are this rank's shard; the gradients are averaged before the update, and
+        ``stop_requested`` (this rank's wish to stop after this step) is shared: the result says whether any rank
+        asked, so that all stop at the same step.
         """
         self.engine_optimizer.lr = self.engine_schedule.lr
         if self.fast is not None:
             return self._fast_step(X, y)
+        on_gradient = None
+        if self.averager is not None:
+            self.averager.start_step()
+            on_gradient = self.averager.mark_ready
         if self.twin is not None:
             # Training mode (dropout active): both draw their masks from one generator state (see lockstep.py).
-            record, twin_record = lockstep_loss_and_gradients(self.engine, self.twin, X, y, train=True)
+            record, twin_record = lockstep_loss_and_gradients(self.engine, self.twin, X, y, train=True,
+                                                              on_gradient=on_gradient, wrapper=self.twin_wrapper)
         else:
             with torch.inference_mode():
-                record = self.engine.loss_and_gradients(X, y, train=True)
+                record = self.engine.loss_and_gradients(X, y, train=True, on_gradient=on_gradient)
             twin_record = None
-        result = StepResult(record, twin_record, record.loss.item(),
-                            twin_record.loss.item() if twin_record is not None else None)
         grads = record.gradients()
+        if self.averager is not None:
+            self.averager.finish(grads)  # every rank's record now holds the averaged dW, db
+        result = StepResult(record, twin_record, record.loss.item(),
+                            twin_record.loss.item() if twin_record is not None else None, stop_requested)
+        problem = None
         for model, loss, model_record in (("manual", result.engine_loss, record),
                                           ("autograd", result.twin_loss, twin_record)):
-            if loss is None:
+            if loss is None or problem:
                 continue
             if not math.isfinite(loss):
-                raise DivergenceError(f"the {model} model's loss became {loss}; stopping without updating the weights")
+                problem = f"the {model} model's loss became {loss}; stopping without updating the weights"
+                continue
             # The loss alone can hide an overflow: the hinge loss turns NaN margins into 0.
             model_grads = grads if model_record is record else model_record.gradients()
             bad = non_finite_parameter({"output scores Z": model_record.layers[-1]["Z"],
                                         **{f"gradient d{name}": grad for name, grad in model_grads.items()}})
             if bad:
-                raise DivergenceError(f"the {model} model's {bad} became non-finite (an overflow: the loss is still "
-                                      f"{loss}); stopping without updating the weights")
+                problem = (f"the {model} model's {bad} became non-finite (an overflow: the loss is still {loss}); "
+                           "stopping without updating the weights")
+        if self.dp is not None:
+            problem = self._agree(result, problem)
+        if problem:
+            raise DivergenceError(problem)
         with torch.inference_mode():
             self.engine_optimizer.step(grads)
         self.engine_schedule.step()
@@ -123,6 +160,21 @@ class ModelPair:
                 raise DivergenceError(f"the {model} model's {bad} became non-finite in the update (the loss before "
                                       f"it was {result.engine_loss if model == 'manual' else result.twin_loss})")
         return result
+
+    def _agree(self, result: StepResult, problem: str | None) -> str | None:
+        """One small all-reduce: the mean loss of each model over the ranks, whether any rank saw a diverged
+        value, whether any rank asked to stop. Returns the problem to stop for (this rank's own, or another's)."""
+        world_size = self.dp.world_size
+        total = self.dp.agree([result.engine_loss, result.twin_loss or 0.0, float(problem is not None),
+                               float(result.stop_requested)])
+        result.engine_loss = total[0] / world_size
+        if result.twin_loss is not None:
+            result.twin_loss = total[1] / world_size
+        result.stop_requested = total[3] > 0
+        if problem is None and total[2] > 0:
+            problem = (f"{int(total[2])} of the {world_size} ranks saw a non-finite loss, output or gradient (rank 0 "
+                       "or the rank's own error output names it); stopping without updating the weights")
+        return problem
 
     def _fast_step(self, X: Tensor, y: Tensor) -> StepResult:
         """The fast path updates the weights inside its backward, so a non-finite loss is seen after the update:

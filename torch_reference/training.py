@@ -9,8 +9,6 @@ state tensor and the learning rate; on the CPU all are expected to stay bitwise 
 
 from __future__ import annotations
 
-import signal
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,8 +24,11 @@ from torch_reference.batch_order import BatchOrder
 from torch_reference.checkpoint import (CHECKPOINT_NAME, CheckpointError, check_compatible, load_checkpoint,
                                         save_checkpoint, validate_for_run)
 from torch_reference.compare import policy_for
+from torch_reference.distributed import DataParallel, SilentLogger
+from torch_reference.dp_parity import SingleProcessTally, single_process_gradients
 from torch_reference.evaluation import evaluate_engine, evaluate_twin
 from torch_reference.guarded_logger import GuardedLogger
+from torch_reference.interrupt import DeferredInterrupt
 from torch_reference.model_pair import DivergenceError, ModelPair, non_finite_parameter
 from torch_reference.parity_tally import ParityTally
 from torch_reference.run_logging import RunLogger
@@ -35,41 +36,6 @@ from torch_reference.run_lock import RunLock
 
 DRY_RUN_BATCHES = 3
 DRY_RUN_EVAL_IMAGES = 512
-
-
-class DeferredInterrupt:
-    """While active, a first Ctrl-C (SIGINT) or SIGTERM (what ``timeout``, ``docker stop`` and batch schedulers
-    send) only records the signal; the loop stops after the current step with a checkpoint, so both models are
-    saved in a consistent state. A second signal of the same kind acts at once."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self):
-        self.signal_number: int | None = None
-        self._previous: dict = {}
-
-    @property
-    def requested(self) -> bool:
-        return self.signal_number is not None
-
-    @property
-    def signal_name(self) -> str | None:
-        return signal.Signals(self.signal_number).name if self.signal_number is not None else None
-
-    def _handle(self, signum, frame):
-        self.signal_number = signum
-        signal.signal(signum, self._previous.get(signum, signal.SIG_DFL))
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._previous = {number: signal.signal(number, self._handle) for number in self.SIGNALS}
-        return self
-
-    def __exit__(self, *exc):
-        for number, previous in self._previous.items():
-            signal.signal(number, previous)
-        self._previous = {}
-        return False
 
 
 class TrainingError(Exception):
@@ -122,16 +88,23 @@ class SideBySideRun:
     """One training run: the data order, the model pair, logging and checkpoints, and the loop that drives them."""
 
     def __init__(self, config: MLPConfig, settings: TrainSettings, data: DatasetSplits, run_dir: Path,
-                 description: dict, log: Callable[[str], None] = print, progress: bool = True):
+                 description: dict, log: Callable[[str], None] = print, progress: bool = True,
+                 data_parallel: DataParallel | None = None):
+        """data_parallel: this process's rank in a data-parallel run (see torch_reference/distributed.py); every
+        rank builds the same run, takes its shard of each global batch, and only rank 0 logs and writes files."""
         self.config, self.settings, self.data = config, settings, data
+        self.dp = data_parallel
+        self.is_main = data_parallel is None or data_parallel.is_main
         self.run_dir, self.description, self.log, self.progress = Path(run_dir), description, log, progress
         self.order = BatchOrder(data.train_x.shape[0], settings.batch_size, settings.seed,
                                 DRY_RUN_BATCHES if settings.dry_run else None)
         self.batches_per_epoch = self.order.batches_per_epoch
-        self.models = ModelPair(config, settings.optimizer, settings.schedule, settings.seed, twin=settings.twin)
+        self.models = ModelPair(config, settings.optimizer, settings.schedule, settings.seed, twin=settings.twin,
+                                data_parallel=data_parallel)
         # Dropout draws its masks from torch's default generator (nn.Dropout can use no other): seed it, so a run
-        # is reproducible from --seed alone; its state goes into checkpoints.
-        torch.manual_seed(settings.seed)
+        # is reproducible from --seed alone; its state goes into checkpoints (every rank's, data-parallel).
+        torch.manual_seed(data_parallel.dropout_seed(settings.seed) if data_parallel else settings.seed)
+        self.single_tally = SingleProcessTally()  # data-parallel: the average against the global batch's gradient
         self.policy = policy_for(config.torch_dtype)
         self.tally = ParityTally()
         self.epoch = 0  # epochs completed
@@ -142,6 +115,7 @@ class SideBySideRun:
         self.saved_step = 0
         self.last_grads: dict[str, Tensor] = {}  # the engine's latest gradients, for the histograms
         self.interrupt = DeferredInterrupt()
+        self.stop_requested = False  # what the last step's ranks agreed (data-parallel), else the local signal
         self.interval_losses = {"manual": [], "autograd": []}  # losses since the last loss/train point
         self.epoch_losses = {"manual": [], "autograd": []}  # losses of the current epoch
 
@@ -154,6 +128,9 @@ class SideBySideRun:
         return self.models.twin
 
     # --- checkpoints ---------------------------------------------------------------------------------------
+
+    def world_size(self) -> int:
+        return self.dp.world_size if self.dp is not None else 1
 
     def data_identity(self) -> dict:
         """What a resumed run's data must share with the checkpoint's (limit and val-size show in train_size)."""
@@ -181,30 +158,59 @@ class SideBySideRun:
             # the running averages of loss/train and of the epoch's loss, so a resumed run logs the same values
             "interval_losses": self.interval_losses,
             "epoch_losses": self.epoch_losses,
+            "world_size": self.world_size(),
+            "single_process_tally": self.single_tally.state_dict(),
         }
 
     def save(self) -> Path:
+        """Write the checkpoint (rank 0). Data-parallel, every rank calls this at the same step: the ranks' own
+        dropout generators are gathered into it, and all learn whether rank 0's write worked."""
         path = self.checkpoint_path()
         for model, params in (("manual", self.engine.params), ("autograd", self.models.twin_params())):
             bad = non_finite_parameter(params)
             if bad:  # never replace a good checkpoint with a diverged state
                 raise TrainingError(f"refusing to write {path}: the {model} model's {bad} is not finite")
-        save_checkpoint(path, self.state())
+        rank_rng = self.dp.gather_states(torch.get_rng_state()) if self.dp is not None else None
+        failure = None
+        if self.is_main:
+            state = self.state()
+            if rank_rng is not None:
+                state["rank_rng"] = rank_rng
+            try:
+                save_checkpoint(path, state)
+            except Exception as error:  # told to the other ranks first, then raised
+                failure = error
+        if self.dp is not None:
+            message = self.dp.from_main(None if failure is None else str(failure))
+            if message is not None and failure is None:
+                raise TrainingError(f"rank 0 could not write the checkpoint, so every rank stops: {message}")
+        if failure is not None:
+            raise failure
         self.last_checkpoint, self.saved_step = path, self.global_step
         return path
 
     def restore(self, path: Path) -> None:
-        state = load_checkpoint(path)
-        check_compatible(path, {**state["config"], **state["settings"], **state["data"]},
-                         {**self.config.to_dict(), **self.settings.identity(), **self.data_identity()})
-        validate_for_run(path, state, self.state(), self.order.n_train, self.batches_per_epoch, self.settings.epochs)
+        """Continue from a checkpoint. Data-parallel: rank 0 reads and checks it and sends it to the others (so
+        they need no copy of the file); an error on rank 0 stops every rank with the same message."""
+        state = failure = None
+        if self.is_main:
+            try:
+                state = self._checked_checkpoint(path)
+            except CheckpointError as error:
+                failure = error
+        if self.dp is not None:
+            state, message = self.dp.from_main((state, None if failure is None else str(failure)))
+            if message is not None and failure is None:
+                raise CheckpointError(message)
+        if failure is not None:
+            raise failure
         try:
             self.models.load_state_dict(state)
             self.order.load_state_dict(state["order"])
         except (KeyError, ValueError, RuntimeError) as error:
             raise CheckpointError(f"--resume {path}: the checkpoint does not fit this run ({error})") from error
         self.epoch, self.global_step = state["epoch"], state["global_step"]
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["rank_rng"][self.dp.rank] if "rank_rng" in state else state["torch_rng"])
         if self.config.torch_device.type == "cuda" and state["cuda_rng"].numel():
             torch.cuda.set_rng_state(state["cuda_rng"], self.config.torch_device)
         self.tally = ParityTally(**state["tally"])
@@ -212,22 +218,53 @@ class SideBySideRun:
         self.elapsed = state["elapsed"]
         self.interval_losses = {model: list(values) for model, values in state["interval_losses"].items()}
         self.epoch_losses = {model: list(values) for model, values in state["epoch_losses"].items()}
+        self.single_tally = SingleProcessTally(**state.get("single_process_tally", {}))
         self.last_checkpoint, self.saved_step = Path(path), self.global_step
+
+    def _checked_checkpoint(self, path: Path) -> dict:
+        state = load_checkpoint(path)
+        saved_world = state.get("world_size", 1)  # checkpoints from before data-parallel runs: one process
+        if saved_world != self.world_size():
+            raise CheckpointError(
+                f"--resume {path}: the checkpoint was written by a run of {saved_world} process"
+                f"{'es' if saved_world != 1 else ''} (world size {saved_world}) and this run has {self.world_size()}; "
+                f"resume with the same number of processes ("
+                + (f"torchrun --nproc-per-node {saved_world} ..." if saved_world > 1 else "without torchrun")
+                + "): each process's shard of every batch and its dropout generator depend on it")
+        check_compatible(path, {**state["config"], **state["settings"], **state["data"]},
+                         {**self.config.to_dict(), **self.settings.identity(), **self.data_identity()})
+        validate_for_run(path, state, self.state(), self.order.n_train, self.batches_per_epoch, self.settings.epochs)
+        return state
 
     # --- training --------------------------------------------------------------------------------------------
 
-    def step(self, X: Tensor, y: Tensor, logger: RunLogger) -> tuple[float, float | None]:
-        """One optimizer step of each model on the same batch; returns the two losses."""
+    def step(self, index: Tensor, logger: RunLogger) -> tuple[float, float | None]:
+        """One optimizer step of each model on the batch of training images ``index`` (data-parallel: the global
+        batch, of which this rank takes its shard); returns the two losses."""
         lr = self.models.lr
+        parity_step = (self.global_step + 1) % self.settings.parity_every == 0 or self.global_step == 0
+        data = self.data
+        single = None
+        if self.dp is not None:
+            if parity_step and self.is_main and self.config.dropout == 0 and self.config.input_dropout == 0:
+                single = single_process_gradients(self.engine, data.train_x[index], data.train_y[index])
+            index = self.dp.shard(index)
         try:
-            result = self.models.step(X, y)
+            result = self.models.step(data.train_x[index], data.train_y[index],
+                                      stop_requested=self.interrupt.requested)
         except DivergenceError as error:
             kept = (f"The last good checkpoint is {self.last_checkpoint} (step {self.saved_step})"
                     if self.last_checkpoint else "No checkpoint had been written yet")
             raise TrainingError(f"{error} at epoch {self.epoch + 1}, step {self.global_step + 1} (lr {lr:g}). "
                                 f"{kept}. Try a smaller --lr.") from error
         self.global_step += 1
-        if self.twin is not None and (self.global_step % self.settings.parity_every == 0 or self.global_step == 1):
+        self.stop_requested = result.stop_requested
+        if single is not None:
+            distances = self.single_tally.add(result.engine_record.gradients(), single)
+            logger.scalars("manual", self.global_step,
+                           {"parity_detail/dp_vs_single_process_max_ulp": max(d["max_ulp"] for d in distances.values()),
+                            "parity_detail/dp_vs_single_process_max_rel": max(d["max_rel"] for d in distances.values())})
+        if self.twin is not None and parity_step:
             rows, after = self.models.compare(result, self.policy)
             bitwise = self.tally.add(rows, after)
             weights = {f"{row.name}{row.layer}": row.max_abs for row in after if row.name in ("W", "b")}
@@ -239,7 +276,18 @@ class SideBySideRun:
 
     def run(self, logger: RunLogger) -> dict:
         with self.interrupt:
-            return self._run(logger)
+            try:
+                return self._run(logger)
+            except RuntimeError as error:
+                if self.dp is None:
+                    raise
+                # A collective failed: another rank died, hung past --dist-timeout, or its connection broke.
+                kept = (f"the last good checkpoint is {self.last_checkpoint} (step {self.saved_step}): resume from it"
+                        if self.last_checkpoint else "no checkpoint had been written yet")
+                raise TrainingError(f"rank {self.dp.rank} of {self.dp.world_size}: a collective failed at step "
+                                    f"{self.global_step + 1}, so the data-parallel run stops ({error}). Another "
+                                    f"process probably died or hung (torchrun's log names the first failure); "
+                                    f"{kept}.") from error
 
     def _run(self, logger: RunLogger) -> dict:
         from tqdm import tqdm
@@ -255,7 +303,7 @@ class SideBySideRun:
             images_this_epoch = 0
             while not order.epoch_finished:
                 index = order.next_batch().to(self.data.train_x.device)
-                engine_loss, twin_loss = self.step(self.data.train_x[index], self.data.train_y[index], logger)
+                engine_loss, twin_loss = self.step(index, logger)
                 images_this_epoch += index.numel()
                 for model, loss in (("manual", engine_loss), ("autograd", twin_loss)):
                     if loss is not None:
@@ -277,12 +325,16 @@ class SideBySideRun:
                 if epoch_done:
                     bar.close()
                     self.epoch += 1
-                    self.end_of_epoch(logger, self.epoch_losses)
+                    if self.is_main:  # rank 0 evaluates and logs; the others go on to the next collective
+                        self.end_of_epoch(logger, self.epoch_losses)
                 stop = None
                 if settings.max_steps is not None and self.global_step >= settings.max_steps:
                     stop = f"stopped after --max-steps {settings.max_steps}"
-                elif self.interrupt.requested:
-                    stop = f"interrupted by {self.interrupt.signal_name}"
+                # Data-parallel: only the flag the ranks agreed on in the step, or a signal that came later would
+                # stop this rank alone.
+                elif self.stop_requested if self.dp is not None else self.interrupt.requested:
+                    stop = (f"interrupted by {self.interrupt.signal_name}" if self.interrupt.requested
+                            else "stopped because another rank was interrupted")
                 if stop or epoch_done or (settings.checkpoint_every and self.global_step % settings.checkpoint_every == 0):
                     self.elapsed = time.perf_counter() - started
                     self.save()
@@ -355,24 +407,47 @@ class SideBySideRun:
                 "worst_weight_max_abs_diff": self.tally.worst_weight_diff,
             },
             "tensorboard": f"tensorboard --logdir {self.run_dir.parent}",
+            "world_size": self.world_size(),
+            **({"data_parallel": self.data_parallel_summary()} if self.dp is not None else {}),
         }
+
+    def data_parallel_summary(self) -> dict:
+        """What summary.json says about a data-parallel run: the group, and the two parity results (the engine's
+        average against DDP's is the "parity" section above; against the single-process gradient here)."""
+        no_dropout = self.config.dropout == 0 and self.config.input_dropout == 0
+        return {**self.dp.describe(), "engine_averaging": self.models.averager.describe(),
+                "twin": "DistributedDataParallel" if self.twin is not None else None,
+                "vs_single_process": {**self.single_tally.state_dict(), "note": (
+                    "the averaged gradient against the gradient of the whole global batch in one process, at each "
+                    "parity check (max_ulp: float32 rounding of a differently grouped sum)") if no_dropout else
+                    "not compared: with dropout each rank draws its own masks"}}
 
 
 def train(config: MLPConfig, settings: TrainSettings, data: DatasetSplits, run_dir: Path, description: dict,
-          resume: Path | None = None, log: Callable[[str], None] = print, progress: bool = True) -> dict:
+          resume: Path | None = None, log: Callable[[str], None] = print, progress: bool = True,
+          data_parallel: DataParallel | None = None) -> dict:
     """Run (or resume) a side-by-side training in ``run_dir`` and return its summary.
 
     A resumed run continues in the checkpoint's run directory; TensorBoard events that the interrupted run
     wrote after its checkpoint are purged so the curves continue without duplicates. One process at a time per run
     directory (``run_lock``): a second one fails at once with RunLockError naming the first one's pid; a new
     directory of a run that fails before its first step is removed again.
+    Data-parallel (``data_parallel``): every rank calls this; rank 0 does all of the above, the others train
+    their shards silently and write nothing.
     """
+    if data_parallel is not None and not data_parallel.is_main:
+        run = SideBySideRun(config, settings, data, run_dir, description, log=lambda line: None, progress=False,
+                            data_parallel=data_parallel)
+        if resume is not None:
+            run.restore(resume)
+        return run.run(SilentLogger())
     lock = RunLock(run_dir, fresh=resume is None).acquire()  # a second process on this run directory stops here
     for orphan in lock.removed_orphans:
         log(f"removed {orphan.name}, a temporary checkpoint file left by a killed write")
     run = None
     try:
-        run = SideBySideRun(config, settings, data, run_dir, description, log=log, progress=progress)
+        run = SideBySideRun(config, settings, data, run_dir, description, log=log, progress=progress,
+                            data_parallel=data_parallel)
         log(f"engine: {run.models.path_note}")
         if resume is not None:
             run.restore(resume)
