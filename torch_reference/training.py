@@ -210,7 +210,8 @@ class SideBySideRun:
         except (KeyError, ValueError, RuntimeError) as error:
             raise CheckpointError(f"--resume {path}: the checkpoint does not fit this run ({error})") from error
         self.epoch, self.global_step = state["epoch"], state["global_step"]
-        torch.set_rng_state(state["rank_rng"][self.dp.rank] if "rank_rng" in state else state["torch_rng"])
+        # A clone: set_rng_state reads a row of the stacked states from its storage's start (a view crashes it).
+        torch.set_rng_state(state["rank_rng"][self.dp.rank].clone() if "rank_rng" in state else state["torch_rng"])
         if self.config.torch_device.type == "cuda" and state["cuda_rng"].numel():
             torch.cuda.set_rng_state(state["cuda_rng"], self.config.torch_device)
         self.tally = ParityTally(**state["tally"])

@@ -1,0 +1,91 @@
+"""Functions the data-parallel tests run in each of their spawned processes (spawn pickles them by module name,
+so they live in a module of their own). Each writes what rank 0 saw into ``out`` (a path) for the test to check."""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+
+from manual_backprop.config import MLPConfig
+from manual_backprop.data_parallel import GradientAverager
+from manual_backprop.model import MLP, init_parameters
+from manual_backprop.optim_config import OptimizerConfig, ScheduleConfig
+from torch_reference.distributed import DataParallel
+from torch_reference.dp_parity import SingleProcessTally, single_process_gradients
+from torch_reference.model_pair import ModelPair
+from torch_reference.parity import synthetic_batch
+from torch_reference.twin import TwinMLP
+
+SIZES = (784, 64, 32, 10)
+GLOBAL_BATCH = 24
+
+
+def join(rank: int, world_size: int, port: int) -> None:
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+
+
+def gradients_worker(rank: int, world_size: int, port: int, out: str) -> None:
+    """One step's gradients, both averaging modes and DDP, against the global batch's, in float64 and float32."""
+    join(rank, world_size, port)
+    results = {}
+    for dtype in ("float64", "float32"):
+        config = MLPConfig(sizes=SIZES, dtype=dtype)
+        params = init_parameters(config, torch.Generator().manual_seed(0))
+        X, y = synthetic_batch(config, GLOBAL_BATCH, torch.Generator().manual_seed(1))
+        shard = slice(rank * GLOBAL_BATCH // world_size, (rank + 1) * GLOBAL_BATCH // world_size)
+        engine = MLP(config, {name: tensor.clone() for name, tensor in params.items()})
+        averaged = {}
+        for mode in ("simple", "bucketed"):
+            averager = GradientAverager(engine.params, mode, bucket_bytes=16 * 2**10)  # several buckets
+            averager.start_step()
+            with torch.inference_mode():
+                grads = engine.loss_and_gradients(X[shard], y[shard], on_gradient=averager.mark_ready).gradients()
+            averager.finish(grads)
+            averaged[mode] = {name: grad.clone() for name, grad in grads.items()}
+            results[f"{dtype}_{mode}_buckets"] = len(averager.buckets)
+        from torch.nn.parallel import DistributedDataParallel
+        twin = TwinMLP.from_engine(config, params)
+        ddp_grads = twin.loss_and_gradients(X[shard], y[shard], wrapper=DistributedDataParallel(twin)).gradients()
+        gathered = [None] * world_size
+        dist.all_gather_object(gathered, {name: grad.clone() for name, grad in averaged["bucketed"].items()})
+        if rank == 0:
+            single = single_process_gradients(MLP(config, params), X, y)
+            tally = SingleProcessTally()
+            results[dtype] = {
+                "vs_single": tally.add(averaged["bucketed"], single),
+                "simple_equals_bucketed": all(torch.equal(averaged["simple"][n], averaged["bucketed"][n])
+                                              for n in single),
+                "engine_equals_ddp": all(torch.equal(averaged["bucketed"][n], ddp_grads[n].detach()) for n in single),
+                "ranks_agree": all(torch.equal(other[n], averaged["bucketed"][n]) for other in gathered for n in single),
+            }
+    if rank == 0:
+        torch.save(results, out)
+    dist.destroy_process_group()
+
+
+def training_worker(rank: int, world_size: int, port: int, out: str, mode: str, dropout: float) -> None:
+    """Several steps of the model pair (engine averaged by hand, twin in DDP): compare after every step."""
+    join(rank, world_size, port)
+    config = MLPConfig(sizes=SIZES, dropout=dropout, max_norm=3.0 if dropout else None)
+    data_parallel = DataParallel(rank, world_size, rank, "gloo", mode, bucket_mb=0.02)
+    torch.manual_seed(data_parallel.dropout_seed(0))
+    pair = ModelPair(config, OptimizerConfig("adam", lr=1e-3), ScheduleConfig(), seed=0, data_parallel=data_parallel)
+    generator = torch.Generator().manual_seed(2)
+    checks = []
+    for step in range(5):
+        X, y = synthetic_batch(config, GLOBAL_BATCH, generator)
+        shard = data_parallel.shard(torch.arange(GLOBAL_BATCH))
+        result = pair.step(X[shard], y[shard], stop_requested=(rank == 1 and step == 3))
+        weights_equal = all(torch.equal(pair.engine.params[name], twin.detach())
+                            for name, twin in pair.twin.engine_parameters().items())
+        grads_equal = all(torch.equal(result.engine_record.gradients()[name], twin.grad)
+                          for name, twin in pair.twin.engine_parameters().items())
+        checks.append({"weights_equal": weights_equal, "grads_equal": grads_equal, "stop": result.stop_requested,
+                       "loss": result.engine_loss, "twin_loss": result.twin_loss})
+    gathered = [None] * world_size
+    dist.all_gather_object(gathered, {name: tensor.clone() for name, tensor in pair.engine.params.items()})
+    if rank == 0:
+        same = all(torch.equal(gathered[0][name], other[name]) for other in gathered for name in gathered[0])
+        torch.save({"checks": checks, "ranks_hold_the_same_weights": same}, out)
+    dist.destroy_process_group()

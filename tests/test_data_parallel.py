@@ -1,0 +1,231 @@
+"""Data-parallel training: the engine's hand-averaged gradients against the global batch's and DDP's, 2 real
+processes on the loopback interface (gloo), torchrun runs of the CLI, and the failures (bad batches, another world
+size on resume, a rank that dies)."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+
+import dp_workers
+from fake_idx import write_fake_idx
+from manual_backprop.config import MLPConfig
+from manual_backprop.data_parallel import GradientAverager, assign_buckets, ready_order
+from manual_backprop.model import init_parameters
+from torch_reference.distributed import DataParallel
+
+REPO = Path(__file__).resolve().parent.parent
+needs_gloo = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
+                                reason="this PyTorch build has no torch.distributed with the gloo backend")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def spawn(worker, *args, world_size: int = 2):
+    import torch.multiprocessing as mp
+    mp.spawn(worker, args=(world_size, free_port(), *args), nprocs=world_size, join=True)
+
+
+# --- without processes ---------------------------------------------------------------------------------------
+
+def test_buckets_follow_the_backward_and_respect_the_cap():
+    params = init_parameters(MLPConfig(sizes=(784, 256, 128, 10)), torch.Generator().manual_seed(0))
+    assert ready_order(params) == ["b3", "W3", "b2", "W2", "b1", "W1"]
+    # 0.25 MiB: the small gradients of the top layers share a bucket, W1 (784 KiB) is alone: it can overlap.
+    assert assign_buckets(params, 2**18) == [["b3", "W3", "b2", "W2", "b1"], ["W1"]]
+    assert assign_buckets(params, 2**30) == [["b3", "W3", "b2", "W2", "b1", "W1"]]
+    assert assign_buckets(params, 1) == [[name] for name in ready_order(params)]
+    with pytest.raises(ValueError, match="bucket size: expected a positive number of bytes; got 0"):
+        assign_buckets(params, 0)
+
+
+def test_averager_needs_a_process_group_and_a_known_mode():
+    params = init_parameters(MLPConfig(sizes=(4, 3, 2)), torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="data-parallel mode: expected one of simple, bucketed; got 'ring'"):
+        GradientAverager(params, "ring")
+    if not dist.is_initialized():
+        with pytest.raises(RuntimeError, match="torch.distributed is not initialised"):
+            GradientAverager(params, "simple")
+
+
+@pytest.mark.parametrize("batch_size, n_train, message", [
+    (33, 256, "--batch-size 33: not divisible by the world size 2"),
+    (1, 256, "--batch-size 1: smaller than the 2 processes"),
+    (32, 255, "the last batch of each epoch has 31 images"),
+])
+def test_batches_must_split_evenly(batch_size, n_train, message):
+    with pytest.raises(ValueError, match=message):
+        DataParallel(0, 2, 0, "gloo").check_batches(n_train, batch_size)
+    DataParallel(0, 2, 0, "gloo").check_batches(256, 32)  # and a good one passes
+
+
+def test_shards_tile_the_global_batch_and_rank_0_keeps_the_seed():
+    index = torch.randperm(12)
+    shards = [DataParallel(rank, 3, rank, "gloo").shard(index) for rank in range(3)]
+    assert torch.equal(torch.cat(shards), index)
+    seeds = [DataParallel(rank, 3, rank, "gloo").dropout_seed(7) for rank in range(3)]
+    assert seeds[0] == 7 and len(set(seeds)) == 3 and all(0 <= seed < 2**64 for seed in seeds)
+
+
+def test_data_parallel_flags_need_torchrun(tmp_path):
+    env = {key: value for key, value in os.environ.items() if key not in ("RANK", "WORLD_SIZE")}
+    result = subprocess.run([sys.executable, "-m", "experiments.train_mnist", "--dp-mode", "simple", "--bucket-mb", "1"],
+                            capture_output=True, text=True, cwd=REPO, env=env)
+    assert result.returncode == 2
+    assert "--dp-mode, --bucket-mb: only for data-parallel runs; start them with torchrun" in result.stderr
+
+
+# --- two processes, gloo on the loopback interface -------------------------------------------------------------
+
+@needs_gloo
+def test_averaged_gradient_is_the_global_batch_gradient_and_ddps(tmp_path):
+    out = tmp_path / "gradients.pt"
+    spawn(dp_workers.gradients_worker, str(out))
+    results = torch.load(out, weights_only=False)
+    assert results["float64_bucketed_buckets"] >= 3  # the 16 KiB cap really splits the network
+    for dtype in ("float64", "float32"):
+        result = results[dtype]
+        assert result["simple_equals_bucketed"], dtype
+        # Both scale by 1/2 and add two numbers: the same rounding, whatever the buckets (see docs/data_parallel.md).
+        assert result["engine_equals_ddp"], dtype
+        assert result["ranks_agree"], dtype
+    for name, distance in results["float64"]["vs_single"].items():
+        assert distance["max_abs_in_eps_of_max"] * torch.finfo(torch.float64).eps <= 1e-12, (name, distance)
+    for name, distance in results["float32"]["vs_single"].items():
+        # The sum over the batch grouped in two halves: a few eps of the largest entry, not bitwise.
+        assert distance["max_abs_in_eps_of_max"] <= 16, (name, distance)
+
+
+@needs_gloo
+@pytest.mark.parametrize("mode, dropout", [("simple", 0.0), ("bucketed", 0.0), ("bucketed", 0.3)])
+def test_training_steps_stay_bitwise_with_the_ddp_twin(tmp_path, mode, dropout):
+    out = tmp_path / "training.pt"
+    spawn(dp_workers.training_worker, str(out), mode, dropout)
+    results = torch.load(out, weights_only=False)
+    assert results["ranks_hold_the_same_weights"]
+    for step, check in enumerate(results["checks"]):
+        assert check["grads_equal"] and check["weights_equal"], (step, check)
+        assert check["loss"] == check["twin_loss"]
+        # rank 1 asked to stop at step 3: rank 0 hears of it in the same step
+        assert check["stop"] == (step == 3)
+
+
+# --- the CLI under torchrun --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def fake_data(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("fake_idx")
+    write_fake_idx(directory, n_train=128, n_test=32, seed=0)
+    return directory
+
+
+def torchrun(fake_data, logdir, *args, nproc=2, wait=True):
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "experiments.train_mnist", "--no-progress", "--device", "cpu", "--dataset", "idx",
+               "--data-dir", str(fake_data), "--hidden", "32", "--batch-size", "16", *args]
+    if logdir is not None:
+        command += ["--logdir", str(logdir)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if not wait:
+        return subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+
+
+def run_dir_of(logdir: Path) -> Path:
+    (run,) = [path for path in logdir.iterdir() if path.is_dir()]
+    return run
+
+
+@needs_gloo
+def test_torchrun_trains_resumes_bitwise_and_refuses_another_world_size(fake_data, tmp_path):
+    flags = ["--epochs", "2", "--dropout", "0.2", "--parity-every", "1"]
+    whole = torchrun(fake_data, tmp_path / "whole", *flags)
+    assert whole.returncode == 0, whole.stdout + whole.stderr
+    assert "data-parallel over 2 processes, 8 images each per step" in whole.stdout
+    summary = json.loads((run_dir_of(tmp_path / "whole") / "summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 16
+    assert summary["data_parallel"]["mode"] == "bucketed" and summary["data_parallel"]["twin"] == "DistributedDataParallel"
+    assert summary["parity"]["bitwise_equal_checks"] == summary["parity"]["checks"] == 16  # engine vs DDP twin
+
+    part = torchrun(fake_data, tmp_path / "part", *flags, "--max-steps", "5", "--dp-mode", "simple")
+    assert part.returncode == 0, part.stdout + part.stderr
+    checkpoint = run_dir_of(tmp_path / "part") / "checkpoint.pt"
+    single = subprocess.run([sys.executable, "-m", "experiments.train_mnist", "--no-progress", "--dataset", "idx",
+                             "--data-dir", str(fake_data), "--hidden", "32", "--batch-size", "16", *flags,
+                             "--resume", str(checkpoint)], cwd=REPO, capture_output=True, text=True)
+    assert single.returncode == 1
+    assert "written by a run of 2 processes (world size 2) and this run has 1" in single.stderr
+    rest = torchrun(fake_data, None, *flags, "--resume", str(checkpoint))
+    assert rest.returncode == 0, rest.stdout + rest.stderr
+    a = torch.load(run_dir_of(tmp_path / "whole") / "checkpoint.pt", weights_only=False)
+    b = torch.load(checkpoint, weights_only=False)
+    assert b["global_step"] == 16
+    for name in a["engine"]:  # dropout masks, shards and updates all resumed: bit for bit (modes may differ)
+        assert torch.equal(a["engine"][name], b["engine"][name]), name
+    assert torch.equal(a["rank_rng"], b["rank_rng"])
+
+
+@needs_gloo
+def test_a_rank_that_dies_stops_the_others_and_keeps_the_checkpoint(fake_data, tmp_path):
+    process = torchrun(fake_data, tmp_path / "runs", "--epochs", "1000", "--checkpoint-every", "8",
+                       "--dist-timeout", "20", wait=False)
+    try:
+        victim = None
+        deadline = time.monotonic() + 60
+        while victim is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            runs = tmp_path / "runs"
+            if not (runs.exists() and any(runs.glob("*/checkpoint.pt"))):
+                continue  # wait for a first checkpoint
+            victim = next((pid for pid in rank_pids(process.pid) if rank_pids(process.pid)[pid] == "1"), None)
+        assert victim is not None, "no checkpoint or no rank 1 within a minute"
+        os.kill(victim, signal.SIGKILL)
+        output, _ = process.communicate(timeout=90)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode != 0
+    assert "rank 0 of 2: a collective failed at step" in output, output[-3000:]
+    assert "the last good checkpoint is" in output
+    from torch_reference.checkpoint import load_checkpoint
+    state = load_checkpoint(run_dir_of(tmp_path / "runs") / "checkpoint.pt")  # whole and verified
+    assert state["world_size"] == 2 and state["global_step"] >= 8
+
+
+def rank_pids(parent: int) -> dict[int, str]:
+    """{pid: RANK} of the descendants of ``parent`` that torchrun started (read from /proc)."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        values = dict(item.split(b"=", 1) for item in environ if b"=" in item)
+        if values.get(b"TORCHELASTIC_RUN_ID") and b"RANK" in values and ancestor(int(entry.name), parent):
+            found[int(entry.name)] = values[b"RANK"].decode()
+    return found
+
+
+def ancestor(pid: int, parent: int) -> bool:
+    while pid > 1:
+        try:
+            pid = int((Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            return False
+        if pid == parent:
+            return True
+    return False
