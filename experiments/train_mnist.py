@@ -240,7 +240,10 @@ def run(args, argv, parser, config, optimizer, epochs, logdir, data_parallel) ->
                 existing_checkpoint(Path(args.resume))
                 writable_file(run_dir / "summary.json", "run summary")  # before the training, not after it
         else:
-            run_dir = new_run_dir(logdir, run_name(config.to_dict(), settings.identity())) if main_rank else None
+            name = run_name(config.to_dict(), settings.identity())
+            if data_parallel is not None:  # what differs from a single-process run shows in the name
+                name += f"_dp{world_size}-{data_parallel.mode}"
+            run_dir = new_run_dir(logdir, name) if main_rank else None
         if data_parallel is not None:
             run_dir = Path(data_parallel.from_main(str(run_dir)))
         description = {"command": "python -m experiments.train_mnist " + " ".join(argv),

@@ -14,7 +14,7 @@ Two modes:
 * ``simple``: after the backward, each gradient in turn is scaled by 1/N and all-reduced (summed) in place,
   one blocking collective per tensor.
 * ``bucketed``: what ``DistributedDataParallel`` does. The gradients are packed, in the order the backward
-  finishes them (output layer first), into flat buckets of at most ``bucket_bytes``. The backward calls
+  finishes them (output layer first), into flat buckets of at most ``bucket_bytes`` (whole layers). The backward calls
   :meth:`GradientAverager.mark_ready` as soon as a gradient is final; it is copied (scaled by 1/N) into its slot
   of its bucket, and when a bucket's last gradient arrives its all-reduce is launched asynchronously, so the
   communication runs while the backward computes the layers below. :meth:`GradientAverager.finish` waits for
@@ -59,24 +59,28 @@ def ready_order(params: dict[str, Tensor]) -> list[str]:
 
 
 def assign_buckets(params: dict[str, Tensor], bucket_bytes: int) -> list[list[str]]:
-    """Group the parameters, in ready order, into buckets of at most ``bucket_bytes``: a gradient that would
-    overflow the current bucket starts the next one (a single gradient larger than the cap gets a bucket alone).
+    """Group the parameters, in ready order, into buckets of at most ``bucket_bytes``, a layer at a time: a
+    layer's b and W are final at the same moment, so splitting them would only add a collective. A layer that would
+    overflow the current bucket starts the next one (a layer larger than the cap gets a bucket alone).
 
     Unlike DDP, whose rule closes a bucket once it has reached the cap (so its first bucket of 1 MiB swallows the
-    whole 784-256-128-10 network), this keeps the cap, so a small cap really splits the network and overlaps.
+    whole 784-256-128-10 network), this keeps the cap, so a small cap really splits the network: the top layers'
+    bucket is all-reduced while the backward computes the first layer's dW, the largest product.
     """
     if not bucket_bytes > 0:
         raise ValueError(f"bucket size: expected a positive number of bytes; got {bucket_bytes!r}")
+    order = ready_order(params)
+    layers = [order[index:index + 2] for index in range(0, len(order), 2)]  # [b_l, W_l], top layer first
     buckets: list[list[str]] = []
     size = 0
-    for name in ready_order(params):
-        nbytes = params[name].numel() * params[name].element_size()
+    for names in layers:
+        nbytes = sum(params[name].numel() * params[name].element_size() for name in names)
         if not buckets or size + nbytes > bucket_bytes:
             buckets.append([])
             size = 0
-        buckets[-1].append(name)
+        buckets[-1].extend(names)
         size += nbytes
-    return [bucket for bucket in buckets if bucket]
+    return buckets
 
 
 class GradientAverager:
