@@ -241,6 +241,8 @@ def run(args, argv, parser, config, optimizer, epochs, logdir, data_parallel) ->
                 writable_file(run_dir / "summary.json", "run summary")  # before the training, not after it
         else:
             name = run_name(config.to_dict(), settings.identity())
+            if args.dataset != "mnist":  # a Fashion-MNIST run must not pass for an MNIST one in TensorBoard's list
+                name = f"{args.dataset}_{name}"
             if data_parallel is not None:  # what differs from a single-process run shows in the name
                 name += f"_dp{world_size}-{data_parallel.mode}"
             run_dir = new_run_dir(logdir, name) if main_rank else None
