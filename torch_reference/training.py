@@ -219,7 +219,7 @@ class SideBySideRun:
             logger.scalars("manual", self.global_step,
                            {"parity_detail/dp_vs_single_process_max_ulp": max(d["max_ulp"] for d in distances.values()),
                             "parity_detail/dp_vs_single_process_max_rel": max(d["max_rel"] for d in distances.values())})
-        if self.twin is not None and parity_step:
+        if self.twin is not None and parity_step and self.is_main:  # rank 0 reports the parity of a data-parallel run
             rows, after = self.models.compare(result, self.policy)
             bitwise = self.tally.add(rows, after)
             weights = {f"{row.name}{row.layer}": row.max_abs for row in after if row.name in ("W", "b")}
