@@ -234,20 +234,22 @@ def run(args, argv, parser, config, optimizer, epochs, logdir, data_parallel) ->
         world_size = data_parallel.world_size if data_parallel is not None else 1
         memory_fits(config, optimizer, batch_size // world_size, max(eval_images, data.val_x.shape[0]), settings.twin,
                     f"--hidden {','.join(map(str, args.hidden)) or 'none'}", f"--batch-size {args.batch_size}")
-        if args.resume is not None:
-            run_dir = Path(args.resume).resolve().parent
-            if main_rank:  # the other ranks get the checkpoint from rank 0 and write nothing
-                existing_checkpoint(Path(args.resume))
-                writable_file(run_dir / "summary.json", "run summary")  # before the training, not after it
-        else:
-            name = run_name(config.to_dict(), settings.identity())
-            if args.dataset != "mnist":  # a Fashion-MNIST run must not pass for an MNIST one in TensorBoard's list
-                name = f"{args.dataset}_{name}"
-            if data_parallel is not None:  # what differs from a single-process run shows in the name
-                name += f"_dp{world_size}-{data_parallel.mode}"
-            run_dir = new_run_dir(logdir, name) if main_rank else None
-        if data_parallel is not None:
-            run_dir = Path(data_parallel.from_main(str(run_dir)))
+        run_dir = None
+        if data_parallel is None:
+            run_dir = prepare_run_dir(args, config, settings, logdir, data_parallel)
+        else:  # rank 0 prepares it; the others learn its path, or rank 0's error (rather than wait for it)
+            failure = None
+            if main_rank:
+                try:
+                    run_dir = prepare_run_dir(args, config, settings, logdir, data_parallel)
+                except (CheckpointError, ValueError) as error:
+                    failure = error
+            shared, message = data_parallel.from_main((str(run_dir), None if failure is None else str(failure)))
+            if failure is not None:
+                raise failure
+            if message is not None:
+                raise DistributedError(f"rank 0 could not prepare the run directory: {message}")
+            run_dir = Path(shared)
         description = {"command": "python -m experiments.train_mnist " + " ".join(argv),
                        "dataset": args.dataset, "data_source": data.source, "standardize": args.standardize,
                        "val_size": args.val_size, "limit": args.limit, "train_images": n_train,
@@ -291,6 +293,22 @@ def run(args, argv, parser, config, optimizer, epochs, logdir, data_parallel) ->
     print_summary(summary, log)
     # An interrupted run is not a finished one: exit as shells report a death by that signal (128 + number).
     return {"SIGINT": 130, "SIGTERM": 143}.get(summary["interrupted"], 0)
+
+
+def prepare_run_dir(args, config, settings, logdir, data_parallel) -> Path:
+    """The run directory: the checkpoint's own on --resume (checked now, not after the training), else a new one
+    named after what differs in this run."""
+    if args.resume is not None:
+        existing_checkpoint(Path(args.resume))
+        run_dir = Path(args.resume).resolve().parent
+        writable_file(run_dir / "summary.json", "run summary")  # before the training, not after it
+        return run_dir
+    name = run_name(config.to_dict(), settings.identity())
+    if args.dataset != "mnist":  # a Fashion-MNIST run must not pass for an MNIST one in TensorBoard's list
+        name = f"{args.dataset}_{name}"
+    if data_parallel is not None:  # what differs from a single-process run shows in the name
+        name += f"_dp{data_parallel.world_size}-{data_parallel.mode}"
+    return new_run_dir(logdir, name)
 
 
 def print_summary(summary: dict, log) -> None:

@@ -167,6 +167,9 @@ def test_torchrun_trains_resumes_bitwise_and_refuses_another_world_size(fake_dat
                              "--resume", str(checkpoint)], cwd=REPO, capture_output=True, text=True)
     assert single.returncode == 1
     assert "written by a run of 2 processes (world size 2) and this run has 1" in single.stderr
+    missing = torchrun(fake_data, None, *flags, "--resume", str(tmp_path / "absent.pt"))
+    assert missing.returncode != 0  # rank 0's error reaches rank 1 at once: no wait for a timeout
+    assert "[rank 1] error: rank 0 could not prepare the run directory: --resume" in missing.stdout + missing.stderr
     rest = torchrun(fake_data, None, *flags, "--resume", str(checkpoint))
     assert rest.returncode == 0, rest.stdout + rest.stderr
     a = torch.load(run_dir_of(tmp_path / "whole") / "checkpoint.pt", weights_only=False)

@@ -150,7 +150,7 @@ class SideBySideRun:
         if self.is_main:
             try:
                 state = self._checked_checkpoint(path)
-            except CheckpointError as error:
+            except Exception as error:  # told to the other ranks first (they would wait for the state), then raised
                 failure = error
         if self.dp is not None:
             state, message = self.dp.from_main((state, None if failure is None else str(failure)))
