@@ -183,6 +183,14 @@ def main(argv=None) -> int:
         return 1
     try:
         return run(args, argv, parser, config, optimizer, epochs, logdir, data_parallel)
+    except RuntimeError as error:
+        if data_parallel is None:
+            raise
+        # A collective outside the training loop (setting up, resuming) failed: a peer stopped or died first.
+        print(f"error: rank {data_parallel.rank} of {data_parallel.world_size}: a collective with the other "
+              f"processes failed ({error}); another process probably stopped first, and its own error comes "
+              "before this one in the log", file=sys.stderr)
+        return 1
     finally:
         if data_parallel is not None:
             data_parallel.close()
