@@ -1,4 +1,5 @@
-"""Time a training step of the reference engine, the fast path, autograd, torch.compile and the GEMM floor.
+"""Time a training step of the reference engine, the fast path (and its low-memory form), autograd, torch.compile
+and the GEMM floor.
 
     python -m experiments.benchmark                       # 784-256-128-10 ReLU, cross-entropy, batches 1..2048
     python -m experiments.benchmark --batch-sizes 16,128 --repeats 7 --json bench.json
@@ -89,7 +90,9 @@ def ratios(row: dict) -> dict:
     return {"autograd/fast": ratio(ms["autograd"], ms["fast"]),
             "autograd/reference": ratio(ms["autograd"], ms["reference"]),
             "fast/gemm_floor": ratio(ms["fast"], ms["gemm_floor"]),
-            "peak fast/autograd": ratio(row["peak_bytes"]["fast"], row["peak_bytes"]["autograd"])}
+            "peak fast/autograd": ratio(row["peak_bytes"]["fast"], row["peak_bytes"]["autograd"]),
+            "autograd/fast_low_memory": ratio(ms["autograd"], ms["fast_low_memory"]),
+            "peak fast_low_memory/autograd": ratio(row["peak_bytes"]["fast_low_memory"], row["peak_bytes"]["autograd"])}
 
 
 def load_training_images(dataset: str, data_dir, dtype: torch.dtype, device: str):

@@ -6,6 +6,7 @@ optimizer state, so that the peak of the next step counts it: the fast path's wo
 
     reference  the engine's MLP.loss_and_gradients + manual_backprop.optim.SGD (the readable path)
     fast       manual_backprop.fast.FastTrainer (on CUDA: a CUDA graph of the whole step)
+    fast_low_memory  the same with low_memory=True: dW and dA in row blocks from batch 256 on
     autograd   nn.Sequential + F.cross_entropy + torch.optim.SGD with its defaults, as a user writes it
     compiled   the same with the model and loss under torch.compile
     gemm_floor only the step's matrix products into preallocated outputs: forward, weight gradients and the
@@ -24,7 +25,7 @@ from manual_backprop.model import MLP
 from manual_backprop.optim import SGD
 from torch_reference.twin import TwinMLP
 
-VARIANTS = ("reference", "fast", "autograd", "compiled", "gemm_floor")
+VARIANTS = ("reference", "fast", "fast_low_memory", "autograd", "compiled", "gemm_floor")
 
 
 def clone_params(params: dict) -> dict:
@@ -47,9 +48,9 @@ class ReferenceStep:
 
 class FastStep:
     def __init__(self, config: MLPConfig, params: dict, X, y, lr: float, momentum: float,
-                 fuse_velocity: bool = False):
+                 fuse_velocity: bool = False, low_memory: bool = False):
         self.trainer = FastTrainer(config, clone_params(params), lr, momentum, fuse_velocity=fuse_velocity,
-                                   cuda_graph=config.torch_device.type == "cuda")
+                                   cuda_graph=config.torch_device.type == "cuda", low_memory=low_memory)
         self.X, self.y = X, y
 
     def step(self):
@@ -132,8 +133,8 @@ def build_variant(name: str, config: MLPConfig, params: dict, X, y, lr: float, m
                   fuse_velocity: bool = False):
     if name == "reference":
         return ReferenceStep(config, params, X, y, lr, momentum)
-    if name == "fast":
-        return FastStep(config, params, X, y, lr, momentum, fuse_velocity)
+    if name in ("fast", "fast_low_memory"):
+        return FastStep(config, params, X, y, lr, momentum, fuse_velocity, low_memory=name == "fast_low_memory")
     if name in ("autograd", "compiled"):
         return AutogradStep(config, params, X, y, lr, momentum, compiled=name == "compiled")
     if name == "gemm_floor":

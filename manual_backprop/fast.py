@@ -11,11 +11,11 @@ report needs it). This module computes the same step for training only, and keep
 * the loss gradient of softmax + cross-entropy written straight into its buffer;
 * lecture 004's order: going down from the output, each layer's gradient is used as soon as it is final and
   its memory then serves the next layer down. With momentum (ReLU network): V_l <- beta V_l + dZ_l^T A_{l-1}
-  (it needs A_{l-1}, not W_l), then dZ_{l-1} = (dZ_l W_l) * f' in blocks of batch rows written over A_{l-1}
-  (it needs the old W_l, not A_{l-1}'s values), then W_l <- W_l - lr V_l. No whole dW, dA or Z is kept:
-  dW is formed in row blocks (whole at small batches) in one scratch shared by every layer, and with
-  ``fuse_velocity`` not at all (``addmm_`` with ``beta=momentum`` writes the new velocity straight from
-  dZ^T A). Without momentum: dA_{l-1} with the old W_l, then dW_l, the update, dZ_{l-1};
+  (it needs A_{l-1}, not W_l), then dZ_{l-1} = (dZ_l W_l) * f' written over A_{l-1} (it needs the old W_l, not
+  A_{l-1}'s values), then W_l <- W_l - lr V_l. dW and dA share one scratch for every layer (no Z is kept);
+  ``low_memory`` forms them in row blocks at large batches, so that no whole dW or dA exists (slower on this
+  CPU), and ``fuse_velocity`` forms no dW at all (``addmm_`` with ``beta=momentum`` writes the new velocity
+  straight from dZ^T A). Without momentum: dA_{l-1} with the old W_l, then dW_l, the update, dZ_{l-1};
 * the first layer's input gradient, which nobody needs, is not computed.
 
 Supported: every config ``MLPConfig`` accepts (ReLU hidden layers take the fast route; other activations and
@@ -85,10 +85,13 @@ class FastTrainer:
         and replay it; a new batch size or a new lr captures again.
     validate: check each batch as the reference engine does (a NaN/Inf screen of X, the label range). Shape,
         dtype and device are always checked.
+    low_memory: form dW and dA in row blocks from batch 256 on (Workspace.LARGE_BATCH): a much smaller workspace,
+        bitwise the same numbers, a slower step.
     """
 
     def __init__(self, config: MLPConfig, params: dict[str, Tensor], lr: float, momentum: float = 0.0, *,
-                 fuse_velocity: bool = False, cuda_graph: bool = False, validate: bool = True):
+                 fuse_velocity: bool = False, cuda_graph: bool = False, validate: bool = True,
+                 low_memory: bool = False):
         if not isinstance(config, MLPConfig):
             raise TypeError(f"config: expected an MLPConfig; got {type(config).__name__}")
         for name, value in (("lr", lr), ("momentum", momentum)):
@@ -114,6 +117,7 @@ class FastTrainer:
         self.fused = bool(fuse_velocity)
         self.cuda_graph = bool(cuda_graph)
         self.validate = bool(validate)
+        self.low_memory = bool(low_memory)
         self._relu_hidden = config.activation == "relu"
         self._velocity = ({name: torch.zeros_like(tensor) for name, tensor in self.params.items()}
                           if self.momentum else {})
@@ -355,7 +359,8 @@ class FastTrainer:
     def _workspace(self, m: int) -> Workspace:
         ws = self._workspaces.get(m)
         if ws is None:
-            ws = self._workspaces[m] = Workspace(self.config, m, self.fused, self._relu_hidden, bool(self.momentum))
+            ws = self._workspaces[m] = Workspace(self.config, m, self.fused, self._relu_hidden, bool(self.momentum),
+                                                  self.low_memory)
         return ws
 
     def workspace_bytes(self) -> int:

@@ -13,20 +13,23 @@ class Workspace:
 
     A[l]: (m, n_l) for each hidden ReLU layer l (1-based): Z_l, then A_l in place, then in the backward dZ_l.
     out: (m, k) the output layer's Z_L; dZ_out (m, k) the loss gradient.
-    scratch: flat, shared by every layer, one use at a time. ReLU with momentum: the rows of dA_{l-1} = dZ_l W_l
-        being turned into dZ_{l-1} (in blocks of ROW_CHUNK batch rows at large batches) and, without fuse_velocity, the rows
-        of dW_l being folded into the momentum buffer. Otherwise (ReLU): dA_{l-1} whole.
+    scratch: flat, shared by every layer, one use at a time. ReLU with momentum: dA_{l-1} = dZ_l W_l being turned
+        into dZ_{l-1} and, without fuse_velocity, dW_l being folded into the momentum buffer; whole, or with
+        ``low_memory`` at large batches in row blocks (ROW_CHUNK batch rows of dA, an eighth of the largest W's
+        rows of dW). Otherwise (ReLU): dA_{l-1} whole.
     dW: flat, the largest layer's dW, where it is formed whole (no momentum or another activation; unfused).
     db: flat scratch of the widest layer's bias.
     """
 
-    # From LARGE_BATCH rows on, dW is formed in row blocks of an eighth of the largest W and dA in blocks of
-    # ROW_CHUNK batch rows (a row block of a product is bitwise that block of the whole product): the scratch is
-    # then small beside the activations, and the blocks are still large GEMMs. Below, both are formed whole.
+    # low_memory: from LARGE_BATCH rows on, dW is formed in row blocks of an eighth of the largest W and dA in
+    # blocks of ROW_CHUNK batch rows (a row block of a product is bitwise that block of the whole product), so the
+    # scratch is small beside the activations. It costs time: on 2 threads the blocks are small or skinny GEMMs
+    # that MKL splits poorly (docs/benchmark.md measures both), so by default both are formed whole.
     ROW_CHUNK = 64
     LARGE_BATCH = 256
 
-    def __init__(self, config: MLPConfig, m: int, fused: bool, relu_hidden: bool, momentum: bool):
+    def __init__(self, config: MLPConfig, m: int, fused: bool, relu_hidden: bool, momentum: bool,
+                 low_memory: bool = False):
         factory = {"dtype": config.torch_dtype, "device": config.torch_device}
         sizes = config.sizes
         widest_hidden = max(sizes[1:-1], default=0)
@@ -37,7 +40,7 @@ class Workspace:
         self.out = torch.empty(m, sizes[-1], **factory)
         self.dZ_out = torch.empty(m, sizes[-1], **factory)
         if momentum and relu_hidden:
-            large = m >= self.LARGE_BATCH
+            large = low_memory and m >= self.LARGE_BATCH
             self.row_chunk = self.ROW_CHUNK if large else m
             self.dW_budget = 0 if fused else (-(-largest_W // 8) if large else largest_W)
             scratch = max(self.row_chunk * widest_hidden, self.dW_budget)

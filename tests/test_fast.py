@@ -90,19 +90,20 @@ def test_bitwise_equal_to_the_reference_engine(activation, loss, momentum):
         assert torch.equal(mine, theirs), f"loss of step {step + 1}"
 
 
-@pytest.mark.parametrize("l2", [0.0, 0.003])
-def test_default_network_bitwise_with_l2_changing_lr_and_batch_sizes(l2):
-    """784-256-128-10 ReLU + softmax CE, momentum 0.9: batches of 1, 64, 300 (above MKL's blocking size) and a
-    partial one, each size with its own workspace, and an lr that changes between steps."""
+@pytest.mark.parametrize("l2, low_memory", [(0.0, False), (0.003, False), (0.0, True), (0.003, True)])
+def test_default_network_bitwise_with_l2_changing_lr_and_batch_sizes(l2, low_memory):
+    """784-256-128-10 ReLU + softmax CE, momentum 0.9: batches of 1, 64, 300 (above MKL's blocking size; with
+    low_memory in row blocks) and a partial one, each size with its own workspace, and an lr that changes."""
     config = MLPConfig(l2=l2)
     params = init_parameters(config, torch.Generator().manual_seed(0))
     data = batches(config, [64, 1, 300, 64, 13, 300])
     lrs = [0.05, 0.05, 0.02, 0.02, 0.01, 0.01]
     ref_params, ref_buffers, ref_losses = reference_run(config, params, data, 0.05, 0.9, lrs)
-    trainer, losses = fast_run(config, params, data, 0.05, 0.9, lrs)
+    trainer, losses = fast_run(config, params, data, 0.05, 0.9, lrs, low_memory=low_memory)
     assert_bitwise(trainer, ref_params, ref_buffers, 0.9)
     assert [float(loss) for loss in losses] == [float(loss) for loss in ref_losses]
     assert len(trainer._workspaces) == 4
+    assert (trainer._workspaces[300].row_chunk < 300) == low_memory  # the blocked path really ran
 
 
 def test_no_hidden_layer_and_float64():
@@ -266,12 +267,15 @@ def test_the_workspace_is_reused_and_nothing_else_is_kept():
     assert trainer.workspace_bytes() == 0
 
 
-@pytest.mark.parametrize("fuse_velocity, largest_scratch", [(False, 784 * 256 // 8), (True, 64 * 256)])
-def test_a_large_batch_keeps_only_the_activations_and_row_blocks(fuse_velocity, largest_scratch):
-    """Batch 512: the workspace is A_1, A_2, Z_3 and dZ_3 plus a scratch of row blocks; no Z, dA or whole dW."""
+@pytest.mark.parametrize("fuse_velocity, low_memory, largest_scratch", [
+    (False, True, 784 * 256 // 8), (True, True, 64 * 256),
+    (False, False, 784 * 256), (True, False, 512 * 256)])  # whole: the larger of dW1 and dA1, one shared scratch
+def test_a_large_batch_keeps_only_the_activations_and_row_blocks(fuse_velocity, low_memory, largest_scratch):
+    """Batch 512: the workspace is A_1, A_2, Z_3 and dZ_3 plus one scratch (of row blocks with low_memory);
+    no Z, and never a dW or dA per layer."""
     config = MLPConfig()
     trainer = FastTrainer(config, init_parameters(config, torch.Generator().manual_seed(0)), 0.01, 0.9,
-                          fuse_velocity=fuse_velocity)
+                          fuse_velocity=fuse_velocity, low_memory=low_memory)
     X, y = batches(config, [512])[0]
     trainer.step(X, y)
     workspace = trainer._workspaces[512]
