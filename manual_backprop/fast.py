@@ -176,12 +176,22 @@ class FastTrainer:
 
         # Backward, lecture 004's order: each layer's gradient is used (for dZ_{l-1} and the update) and then
         # its buffer serves the next layer down. The data X needs no gradient (layer 1 has no dA_0).
+        momentum_route = bool(self.momentum) and self._relu_hidden
+        if momentum_route and self._velocity_started and not self.fused:
+            # The engine SGD's V.mul_(momentum) for every buffer in one call, ahead of the adds: an elementwise
+            # multiply of V alone, so doing it before the layer's gradient exists changes no bit (fewer calls).
+            torch._foreach_mul_(list(self._velocity.values()), self.momentum)
         for layer in range(L, 0, -1):
             A_prev = inputs[layer - 1]
-            if self.momentum and self._relu_hidden:
+            if momentum_route:
                 dZ = self._momentum_layer(layer, dZ, A_prev, ws)
             else:
                 dZ = self._plain_layer(layer, dZ, A_prev, ws, caches)
+        if momentum_route:
+            # W.add_(V_W, alpha=-lr), b.add_(V_b, alpha=-lr) for every layer in one call, once no dZ needs an
+            # old W any more: the same per-tensor add_ on the same operands as updating layer by layer.
+            torch._foreach_add_(list(self.params.values()), [self._velocity[name] for name in self.params],
+                                alpha=-self.lr)
         self._velocity_started = True
         return loss
 
@@ -214,10 +224,11 @@ class FastTrainer:
 
     def _momentum_layer(self, layer: int, dZ: Tensor, A_prev: Tensor, ws: Workspace) -> Tensor | None:
         """ReLU network with momentum: V_l from dW_l = dZ_l^T A_{l-1} and db_l; then dZ_{l-1} = dZ_l W_l * f'
-        written over A_{l-1} (which has had its last use); then W_l, b_l <- W_l, b_l - lr V_l. Returns dZ_{l-1}.
+        written over A_{l-1} (which has had its last use). Returns dZ_{l-1}; W_l, b_l <- W_l, b_l - lr V_l waits for
+        the end of the step (all layers in one call), since dZ_{l-1} needs the old W_l.
 
         The velocity comes first because it needs A_{l-1} and not W_l, and dZ_{l-1} needs the old W_l and not
-        A_{l-1}'s values: so no dW, dA or Z of a whole layer is ever stored (only row blocks in the scratch)."""
+        A_{l-1}'s values: so no Z is stored, and dW and dA share one scratch for every layer."""
         W, b = self.params[f"W{layer}"], self.params[f"b{layer}"]
         V_W, V_b = self._velocity[f"W{layer}"], self._velocity[f"b{layer}"]
         db = torch.sum(dZ, 0, out=ws.db[:b.shape[0]])
@@ -228,12 +239,12 @@ class FastTrainer:
             self._fold_into_velocity([V_b], [db])
         elif rows == n_out:
             dW = self._weight_gradient(W, dZ, A_prev, ws, slice(0, n_out))
-            self._fold_into_velocity([V_W, V_b], [dW, db])
+            self._fold_into_velocity([V_W, V_b], [dW, db], scaled=True)
         else:
             for start in range(0, n_out, rows):  # a row block of dW is bitwise that block of the whole product
                 block = slice(start, start + rows)
-                self._fold_into_velocity([V_W[block]], [self._weight_gradient(W, dZ, A_prev, ws, block)])
-            self._fold_into_velocity([V_b], [db])
+                self._fold_into_velocity([V_W[block]], [self._weight_gradient(W, dZ, A_prev, ws, block)], scaled=True)
+            self._fold_into_velocity([V_b], [db], scaled=True)
         dZ_prev = None
         if layer > 1:
             m, n_in = A_prev.shape
@@ -242,9 +253,7 @@ class FastTrainer:
                 dA = torch.mm(dZ[block], W, out=ws.view(ws.scratch, min(ws.row_chunk, m - start), n_in))
                 self._relu_delta(A_prev[block], dA, ws)
             dZ_prev = A_prev
-        # W.add_(V_W, alpha=-lr) and b.add_(V_b, alpha=-lr) in one call (the CPU runs the same per-tensor add_).
-        torch._foreach_add_([W, b], [V_W, V_b], alpha=-self.lr)
-        return dZ_prev
+        return dZ_prev  # W_l, b_l <- W_l, b_l - lr V_l for every layer at the end of _eager_step
 
     def _weight_gradient(self, W: Tensor, dZ: Tensor, A_prev: Tensor, ws: Workspace, block: slice) -> Tensor:
         """Rows ``block`` of dW = dZ^T A_{l-1} (+ the L2 term) in the scratch."""
@@ -287,11 +296,13 @@ class FastTrainer:
         mask = A.sign_()
         torch.addcmul(ws.zero.expand_as(mask), dA, mask, out=mask)
 
-    def _fold_into_velocity(self, velocities: list[Tensor], gradients: list[Tensor]) -> None:
+    def _fold_into_velocity(self, velocities: list[Tensor], gradients: list[Tensor], scaled: bool = False) -> None:
         """The engine SGD's V <- momentum V + G (V_1 = G) for each pair: its mul_ then add_, through the
-        _foreach_ calls (one dispatch for the list; on the CPU they loop over the same per-tensor ops)."""
+        _foreach_ calls (one dispatch for the list; on the CPU they loop over the same per-tensor ops).
+        scaled: the mul_ has been done already (_eager_step scales every buffer in one call)."""
         if self._velocity_started:
-            torch._foreach_mul_(velocities, self.momentum)
+            if not scaled:
+                torch._foreach_mul_(velocities, self.momentum)
             torch._foreach_add_(velocities, gradients)
         else:
             for velocity, gradient in zip(velocities, gradients):
