@@ -12,7 +12,8 @@ report needs it). This module computes the same step for training only, and keep
 * lecture 004's order: going down from the output, each layer's gradient is used as soon as it is final and
   its memory then serves the next layer down. With momentum (ReLU network): V_l <- beta V_l + dZ_l^T A_{l-1}
   (it needs A_{l-1}, not W_l), then dZ_{l-1} = (dZ_l W_l) * f' written over A_{l-1} (it needs the old W_l, not
-  A_{l-1}'s values), then W_l <- W_l - lr V_l. dW and dA share one scratch for every layer (no Z is kept);
+  A_{l-1}'s values); W_l <- W_l - lr V_l for all layers at the end (one _foreach_add_, as dZ_{l-1} needs the
+  old W_l). dW and dA share one scratch for every layer (no Z is kept);
   ``low_memory`` forms them in row blocks at large batches, so that no whole dW or dA exists (slower on this
   CPU), and ``fuse_velocity`` forms no dW at all (``addmm_`` with ``beta=momentum`` writes the new velocity
   straight from dZ^T A). Without momentum: dA_{l-1} with the old W_l, then dW_l, the update, dZ_{l-1};
