@@ -175,6 +175,13 @@ def print_table(rows: list[dict], bucket_mb: float) -> None:
               f"{row['images_per_s']:.0f} | {speedup} | {efficiency} |")
 
 
+def bucketed_over_ddp(rows: list[dict]) -> dict[int, float]:
+    """{batch_size: engine_bucketed ms / ddp ms}: the engine's data-parallel step against DDP's, same batch."""
+    ms = {(row["batch_size"], row["variant"]): row["ms"] for row in rows}
+    return {batch: round(ms[(batch, "engine_bucketed")] / ms[(batch, "ddp")], 4)
+            for batch in dict.fromkeys(row["batch_size"] for row in rows)}
+
+
 def parse_batch_sizes(text: str) -> list[int]:
     try:
         sizes = [int(part) for part in text.split(",")]
@@ -213,6 +220,9 @@ def main(argv=None) -> int:
     print(f"{'-'.join(map(str, args.sizes))} ReLU, cross-entropy, SGD momentum; gloo on 127.0.0.1; 1 thread per "
           f"process; torch {torch.__version__}; best of {args.repeats}")
     print_table(rows, args.bucket_mb)
+    ratios = bucketed_over_ddp(rows)
+    print("engine_bucketed ÷ ddp, ms per step (< 1: the engine is faster): "
+          + ", ".join(f"batch {batch} {ratio:.2f}" for batch, ratio in ratios.items()))
     if args.json:
         report = {"config": {"sizes": list(args.sizes), "activation": "relu", "loss": "cross_entropy",
                              "optimizer": {"name": "momentum", "lr": LR, "momentum": MOMENTUM},
@@ -220,7 +230,8 @@ def main(argv=None) -> int:
                   "threads_per_process": 1, "backend": "gloo", "torch": torch.__version__,
                   "machine": {"platform": platform.platform(), "processor": platform.processor(),
                               "cpus": os.cpu_count()},
-                  "rows": rows}
+                  "rows": rows,
+                  "engine_bucketed_over_ddp": {str(batch): ratio for batch, ratio in ratios.items()}}
         with open(args.json, "w") as handle:
             json.dump(report, handle, indent=2)
     return 0

@@ -25,7 +25,11 @@ def test_benchmark_dp_writes_every_variant(tmp_path, capsys):
             baseline = rows[(batch, benchmark_dp.BASELINE[variant])]
             assert row["speedup"] == pytest.approx(baseline["ms"] / row["ms"], rel=1e-2, abs=1e-3)
             assert row["efficiency"] == pytest.approx(row["speedup"] / 2, rel=1e-2, abs=1e-3)
-    assert "| 16 | ddp | 2 × 1 |" in capsys.readouterr().out
+    for batch in (8, 16):
+        assert report["engine_bucketed_over_ddp"][str(batch)] == pytest.approx(
+            rows[(batch, "engine_bucketed")]["ms"] / rows[(batch, "ddp")]["ms"], rel=1e-2)
+    printed = capsys.readouterr().out
+    assert "| 16 | ddp | 2 × 1 |" in printed and "engine_bucketed ÷ ddp" in printed
 
 
 @pytest.mark.parametrize("flags, message", [
