@@ -19,6 +19,7 @@ engine, DDP against autograd); scaling efficiency = speedup / 2 (1.0: perfect).
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -131,6 +132,8 @@ def worker(rank: int, world_size: int, port: int, sizes: tuple, batch_sizes: lis
                     results[(batch_size, name)] = seconds
     finally:
         if grouped:
+            steps = None  # the DDP step holds the group: collect it first (see DataParallel.close)
+            gc.collect()
             dist.destroy_process_group()
 
 

@@ -181,8 +181,11 @@ def main(argv=None) -> int:
     except DistributedError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    finished = False
     try:
-        return run(args, argv, parser, config, optimizer, epochs, logdir, data_parallel)
+        status = run(args, argv, parser, config, optimizer, epochs, logdir, data_parallel)
+        finished = status in (0, 130, 143)  # every rank gets these together (the ranks agree on a stop)
+        return status
     except RuntimeError as error:
         if data_parallel is None:
             raise
@@ -193,7 +196,7 @@ def main(argv=None) -> int:
         return 1
     finally:
         if data_parallel is not None:
-            data_parallel.close()
+            data_parallel.close(finished)
 
 
 def run(args, argv, parser, config, optimizer, epochs, logdir, data_parallel) -> int:

@@ -3,6 +3,8 @@ so they live in a module of their own). Each writes what rank 0 saw into ``out``
 
 from __future__ import annotations
 
+import gc
+
 import torch
 import torch.distributed as dist
 
@@ -46,7 +48,9 @@ def gradients_worker(rank: int, world_size: int, port: int, out: str) -> None:
             results[f"{dtype}_{mode}_buckets"] = len(averager.buckets)
         from torch.nn.parallel import DistributedDataParallel
         twin = TwinMLP.from_engine(config, params)
-        ddp_grads = twin.loss_and_gradients(X[shard], y[shard], wrapper=DistributedDataParallel(twin)).gradients()
+        wrapper = DistributedDataParallel(twin)
+        ddp_grads = twin.loss_and_gradients(X[shard], y[shard], wrapper=wrapper).gradients()
+        del wrapper
         gathered = [None] * world_size
         dist.all_gather_object(gathered, {name: grad.clone() for name, grad in averaged["bucketed"].items()})
         if rank == 0:
@@ -61,7 +65,7 @@ def gradients_worker(rank: int, world_size: int, port: int, out: str) -> None:
             }
     if rank == 0:
         torch.save(results, out)
-    dist.destroy_process_group()
+    leave()
 
 
 def training_worker(rank: int, world_size: int, port: int, out: str, mode: str, dropout: float) -> None:
@@ -88,4 +92,12 @@ def training_worker(rank: int, world_size: int, port: int, out: str, mode: str, 
     if rank == 0:
         same = all(torch.equal(gathered[0][name], other[name]) for other in gathered for name in gathered[0])
         torch.save({"checks": checks, "ranks_hold_the_same_weights": same}, out)
+    del pair  # its DDP holds the group: collected before the group goes (see DataParallel.close)
+    leave()
+
+
+def leave() -> None:
+    """Wait for the other rank, collect what still holds the group, then destroy it (DataParallel.close's order)."""
+    dist.barrier()
+    gc.collect()
     dist.destroy_process_group()

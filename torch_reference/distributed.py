@@ -14,6 +14,7 @@ small all-reduce per step.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from datetime import timedelta
@@ -131,9 +132,16 @@ class DataParallel:
     def _collective_device(self) -> torch.device:
         return torch.device("cuda", self.local_rank) if self.backend == "nccl" else torch.device("cpu")
 
-    def close(self) -> None:
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    def close(self, finished: bool = False) -> None:
+        """Leave the group. ``finished``: every rank got here normally, so wait for the others first (no peer
+        is still inside a collective). Objects that hold the group (DDP's reducer) are collected before the group
+        goes: a group torn down by the interpreter's own exit can abort the process from a C++ destructor."""
+        if not dist.is_initialized():
+            return
+        if finished:
+            dist.barrier()
+        gc.collect()
+        dist.destroy_process_group()
 
 
 def from_environment(mode: str, bucket_mb: float, timeout_s: float, device: str,
