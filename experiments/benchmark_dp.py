@@ -30,9 +30,8 @@ import time
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-import torch.nn.functional as F
-from torch import nn
 
+from experiments.benchmark_variants import AutogradStep
 from experiments.parity import parse_sizes
 from manual_backprop.config import MLPConfig
 from manual_backprop.data_parallel import DEFAULT_BUCKET_MB, GradientAverager
@@ -64,21 +63,13 @@ def engine_step(config: MLPConfig, X, y, averager: GradientAverager | None):
 
 
 def autograd_step(config: MLPConfig, X, y, ddp: bool):
-    layers = []
-    for fan_in, fan_out in zip(config.sizes[:-1], config.sizes[1:]):
-        layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
-    model = nn.Sequential(*layers[:-1])
-    torch.manual_seed(0)
+    """experiments.benchmark's plain autograd step (nn.Sequential + F.cross_entropy + torch.optim.SGD), its model
+    wrapped in DistributedDataParallel when ``ddp``; from the engine's initial weights."""
+    step = AutogradStep(config, init_parameters(config, torch.Generator().manual_seed(0)), X, y, LR, MOMENTUM)
     if ddp:
         from torch.nn.parallel import DistributedDataParallel
-        model = DistributedDataParallel(model)
-    optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
-
-    def step():
-        optimizer.zero_grad()
-        F.cross_entropy(model(X), y).backward()
-        optimizer.step()
-    return step
+        step.model = DistributedDataParallel(step.model)  # the step's loss reads step.model at each call
+    return step.step
 
 
 def time_steps(step, repeats: int, min_seconds: float, grouped: bool) -> float:
