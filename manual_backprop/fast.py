@@ -35,6 +35,7 @@ a step; docs/benchmark.md gives the measured distances.
 from __future__ import annotations
 
 import math
+import operator
 
 import torch
 import torch.nn.functional as F
@@ -125,6 +126,25 @@ class FastTrainer:
         self._velocity_started = False  # V_0 = 0: the first step sets V_1 = G (a copy, as the engine's clone)
         self._workspaces: dict[int, Workspace] = {}
         self._graphs = CudaGraphs()
+        self._momentum_tensor = (None, None)  # (the momentum it holds, a 0-dim tensor of it): see _scale_velocity
+        self._bind()
+
+    def _bind(self) -> None:
+        """Per-layer references to the parameters, their transposes and their momentum buffers, so that a step
+        formats no names and makes no views (at small batches each costs as much as an op). The parameters are
+        updated in place; were a tensor of ``params`` replaced, the next step binds again (see _check_bound)."""
+        params, L = self.params, self.config.num_layers
+        self._bound = list(params.values())
+        self._W = {layer: params[f"W{layer}"] for layer in range(1, L + 1)}
+        self._b = {layer: params[f"b{layer}"] for layer in range(1, L + 1)}
+        self._W_T = {layer: W.t() for layer, W in self._W.items()}
+        self._V_W = {layer: self._velocity[f"W{layer}"] for layer in range(1, L + 1)} if self.momentum else {}
+        self._V_b = {layer: self._velocity[f"b{layer}"] for layer in range(1, L + 1)} if self.momentum else {}
+        self._velocity_list = [self._velocity[name] for name in params] if self.momentum else []
+
+    def _check_bound(self) -> None:
+        if not all(map(operator.is_, self._bound, self.params.values())):
+            self._bind()
 
     @classmethod
     def from_optimizer_config(cls, config: MLPConfig, params: dict[str, Tensor], optimizer: OptimizerConfig,
@@ -145,28 +165,36 @@ class FastTrainer:
         """One forward, loss, backward and update on the batch (X (m, n0), y (m,) labels or (m, k) mse
         targets). Returns the 0-dim loss of the batch (before the update), data term plus L2 term."""
         m = self._check_batch(X, y)
+        self._check_bound()
         with torch.inference_mode():
+            # The NaN/Inf screen of X reads Z_1 inside the eager step (see _screen_inputs); a CUDA graph cannot
+            # read a value back mid-step, so there X itself is screened first.
+            screen_in_step = self.validate and not self.cuda_graph
             if self.validate or self.config.loss == "mse":
-                y = self._screen(X, y, m)
+                y = self._screen(X, y, m, screen_inputs=not screen_in_step)
             if self.cuda_graph:
                 return self._graphs.step(self, X, y)
-            return self._eager_step(X, y, self._workspace(m))
+            return self._eager_step(X, y, self._workspace(m), screen_inputs=screen_in_step)
 
-    def _eager_step(self, X: Tensor, y: Tensor, ws: Workspace) -> Tensor:
-        config, params = self.config, self.params
+    def _eager_step(self, X: Tensor, y: Tensor, ws: Workspace, screen_inputs: bool = False) -> Tensor:
+        config = self.config
         L = config.num_layers
         loss_penalty = self._l2_penalty() if config.l2 > 0 else None  # from the weights before any update
 
         # Forward: keep only each layer's A (in place of its Z) and, for other activations, the pair's cache.
         A, caches, inputs = X, {}, {0: X}
         for layer in range(1, L):
-            W, b = params[f"W{layer}"], params[f"b{layer}"]
+            Z = torch.addmm(self._b[layer], A, self._W_T[layer], out=ws.A[layer] if self._relu_hidden else None)
+            if layer == 1 and screen_inputs:
+                self._screen_inputs(X, Z)
             if self._relu_hidden:
-                A = torch.addmm(b, A, W.t(), out=ws.A[layer]).relu_()  # the reference's relu(addmm), in place
+                A = Z.relu_()  # the reference's relu(addmm), in place
             else:
-                A, caches[layer] = self.activations[layer - 1].forward_fn(torch.addmm(b, A, W.t()))
+                A, caches[layer] = self.activations[layer - 1].forward_fn(Z)
             inputs[layer] = A
-        Z_out = torch.addmm(params[f"b{L}"], A, params[f"W{L}"].t(), out=ws.out)
+        Z_out = torch.addmm(self._b[L], A, self._W_T[L], out=ws.out)
+        if L == 1 and screen_inputs:
+            self._screen_inputs(X, Z_out)
         try:
             loss, dZ = self._loss_and_output_delta(Z_out, y, ws, caches)
         except (IndexError, RuntimeError):  # nll_loss / scatter_ refuse a bad label, before any update
@@ -181,7 +209,7 @@ class FastTrainer:
         if momentum_route and self._velocity_started and not self.fused:
             # The engine SGD's V.mul_(momentum) for every buffer in one call, ahead of the adds: an elementwise
             # multiply of V alone, so doing it before the layer's gradient exists changes no bit (fewer calls).
-            torch._foreach_mul_(list(self._velocity.values()), self.momentum)
+            self._scale_velocity(self._velocity_list)
         for layer in range(L, 0, -1):
             A_prev = inputs[layer - 1]
             if momentum_route:
@@ -191,8 +219,7 @@ class FastTrainer:
         if momentum_route:
             # W.add_(V_W, alpha=-lr), b.add_(V_b, alpha=-lr) for every layer in one call, once no dZ needs an
             # old W any more: the same per-tensor add_ on the same operands as updating layer by layer.
-            torch._foreach_add_(list(self.params.values()), [self._velocity[name] for name in self.params],
-                                alpha=-self.lr)
+            torch._foreach_add_(self._bound, self._velocity_list, alpha=-self.lr)
         self._velocity_started = True
         return loss
 
@@ -230,72 +257,84 @@ class FastTrainer:
 
         The velocity comes first because it needs A_{l-1} and not W_l, and dZ_{l-1} needs the old W_l and not
         A_{l-1}'s values: so no Z is stored, and dW and dA share one scratch for every layer."""
-        W, b = self.params[f"W{layer}"], self.params[f"b{layer}"]
-        V_W, V_b = self._velocity[f"W{layer}"], self._velocity[f"b{layer}"]
-        db = torch.sum(dZ, 0, out=ws.db[:b.shape[0]])
-        n_out, n_in = W.shape
-        rows = n_out if self.fused or n_out * n_in <= ws.dW_budget else max(1, ws.dW_budget // n_in)
+        W, V_W, V_b = self._W[layer], self._V_W[layer], self._V_b[layer]
+        db = torch.sum(dZ, 0, out=ws.db[layer])
         if self.fused:
             self._fused_velocity(V_W, W, dZ, A_prev)
             self._fold_into_velocity([V_b], [db])
-        elif rows == n_out:
-            dW = self._weight_gradient(W, dZ, A_prev, ws, slice(0, n_out))
-            self._fold_into_velocity([V_W, V_b], [dW, db], scaled=True)
-        else:
-            for start in range(0, n_out, rows):  # a row block of dW is bitwise that block of the whole product
+        elif ws.dW[layer] is not None:  # dW_l whole
+            dZ_T = ws.dZ_T[layer] if dZ is ws.dZ[layer] else dZ.t()  # mse / hinge: dZ_L is not dZ_out
+            dW = torch.mm(dZ_T, A_prev, out=ws.dW[layer])
+            self._fold_into_velocity([V_W, V_b], [self._add_l2_gradient(dW, W, ws), db], scaled=True)
+        else:  # low_memory: row blocks (a row block of dW is bitwise that block of the whole product)
+            n_out, n_in = W.shape
+            rows = max(1, ws.dW_budget // n_in)
+            for start in range(0, n_out, rows):
                 block = slice(start, start + rows)
-                self._fold_into_velocity([V_W[block]], [self._weight_gradient(W, dZ, A_prev, ws, block)], scaled=True)
+                dW = torch.mm(dZ[:, block].t(), A_prev, out=ws.view(ws.scratch, min(rows, n_out - start), n_in))
+                self._fold_into_velocity([V_W[block]], [self._add_l2_gradient(dW, W[block], ws)], scaled=True)
             self._fold_into_velocity([V_b], [db], scaled=True)
-        dZ_prev = None
-        if layer > 1:
+        if layer == 1:
+            return None  # W_l, b_l <- W_l, b_l - lr V_l for every layer at the end of _eager_step
+        if ws.dA[layer] is not None:  # dA_{l-1} whole
+            self._relu_delta(A_prev, torch.mm(dZ, W, out=ws.dA[layer]), ws.zero_A[layer])
+        else:  # low_memory: blocks of batch rows
             m, n_in = A_prev.shape
             for start in range(0, m, ws.row_chunk):
                 block = slice(start, start + ws.row_chunk)
                 dA = torch.mm(dZ[block], W, out=ws.view(ws.scratch, min(ws.row_chunk, m - start), n_in))
-                self._relu_delta(A_prev[block], dA, ws)
-            dZ_prev = A_prev
-        return dZ_prev  # W_l, b_l <- W_l, b_l - lr V_l for every layer at the end of _eager_step
+                self._relu_delta(A_prev[block], dA, ws.zero.expand_as(dA))
+        return A_prev
 
-    def _weight_gradient(self, W: Tensor, dZ: Tensor, A_prev: Tensor, ws: Workspace, block: slice) -> Tensor:
-        """Rows ``block`` of dW = dZ^T A_{l-1} (+ the L2 term) in the scratch."""
-        dW = torch.mm(dZ[:, block].t(), A_prev, out=ws.view(ws.scratch, len(range(*block.indices(W.shape[0]))),
-                                                           W.shape[1]))
-        if self.config.l2 > 0:  # the reference's dW + l2 * (2 * W), rounded the same way
-            dW.add_(torch.mul(W[block], 2, out=ws.view(ws.l2_term, *dW.shape)).mul_(self.config.l2))
+    def _add_l2_gradient(self, dW: Tensor, W: Tensor, ws: Workspace) -> Tensor:
+        """dW + l2 * (2 * W) in place, the reference's penalty gradient rounded the same way (a no-op without L2);
+        W's rows match dW's, and 2 W is formed in the workspace's l2 scratch."""
+        if self.config.l2 > 0:
+            dW.add_(torch.mul(W, 2, out=ws.view(ws.l2_term, *dW.shape)).mul_(self.config.l2))
         return dW
 
     def _plain_layer(self, layer: int, dZ: Tensor, A_prev: Tensor, ws: Workspace, caches: dict) -> Tensor | None:
         """Any other case: dA_{l-1} = dZ_l W_l with the old W_l, then dW_l, db_l and the update right away, then
         dZ_{l-1} = dA_{l-1} * f'. Returns dZ_{l-1}."""
-        W, b = self.params[f"W{layer}"], self.params[f"b{layer}"]
+        W, b = self._W[layer], self._b[layer]
         dA = None
         if layer > 1:
-            dA = torch.mm(dZ, W, out=ws.view(ws.scratch, *A_prev.shape)) if self._relu_hidden else dZ.mm(W)
-        db = torch.sum(dZ, 0, out=ws.db[:b.shape[0]])
+            dA = torch.mm(dZ, W, out=ws.dA[layer]) if self._relu_hidden else dZ.mm(W)
+        db = torch.sum(dZ, 0, out=ws.db[layer])
         if self.fused:
             self._fused_weight_update(f"W{layer}", W, dZ, A_prev)
         else:
-            dW = torch.mm(dZ.t(), A_prev, out=ws.view(ws.dW, *W.shape))
-            if self.config.l2 > 0:  # the reference's dW + l2 * (2 * W): the penalty's gradient, rounded the same way
-                dW.add_(torch.mul(W, 2, out=ws.view(ws.l2_term, *W.shape)).mul_(self.config.l2))
+            dW = self._add_l2_gradient(torch.mm(dZ.t(), A_prev, out=ws.dW[layer]), W, ws)
             self._sgd(f"W{layer}", W, dW)
         self._sgd(f"b{layer}", b, db)
         if layer == 1:
             return None
         if self._relu_hidden:
-            self._relu_delta(A_prev, dA, ws)
+            self._relu_delta(A_prev, dA, ws.zero_A[layer])
             return A_prev
         return self.activations[layer - 2].backward_fn(dA, caches[layer - 1])
 
     @staticmethod
-    def _relu_delta(A: Tensor, dA: Tensor, ws: Workspace) -> None:
-        """Overwrite A (whose values are no longer needed) with dZ = 0 + dA * sign(A), sign(A) = 1[A > 0].
+    def _relu_delta(A: Tensor, dA: Tensor, zero: Tensor) -> None:
+        """Overwrite A (whose values are no longer needed) with dZ = 0 + dA * sign(A), sign(A) = 1[A > 0];
+        ``zero`` is a stride-0 zero of A's shape.
 
         A multiply by the 0/1 mask, not where(A > 0, dA, 0) as relu_backward writes it: the same numbers (adding
         +0 turns the product's -0.0 into where's +0.0), a vectorised kernel instead of a select. It differs only
         where dA is inf or NaN (0 * inf is NaN, not 0)."""
         mask = A.sign_()
-        torch.addcmul(ws.zero.expand_as(mask), dA, mask, out=mask)
+        torch.addcmul(zero, dA, mask, out=mask)
+
+    def _scale_velocity(self, velocities: list[Tensor]) -> None:
+        """The engine SGD's V.mul_(momentum) for each buffer, in one call. The momentum is passed as a 0-dim tensor
+        of the buffers' dtype: a Python number would be wrapped into a new tensor for every buffer (about a third
+        of the call's time at small batches); the kernel reads both as the same scalar, so the bits are the same."""
+        value, tensor = self._momentum_tensor
+        if value != self.momentum:
+            any_buffer = velocities[0]
+            tensor = torch.tensor(self.momentum, dtype=any_buffer.dtype, device=any_buffer.device)
+            self._momentum_tensor = (self.momentum, tensor)
+        torch._foreach_mul_(velocities, tensor)
 
     def _fold_into_velocity(self, velocities: list[Tensor], gradients: list[Tensor], scaled: bool = False) -> None:
         """The engine SGD's V <- momentum V + G (V_1 = G) for each pair: its mul_ then add_, through the
@@ -303,7 +342,7 @@ class FastTrainer:
         scaled: the mul_ has been done already (_eager_step scales every buffer in one call)."""
         if self._velocity_started:
             if not scaled:
-                torch._foreach_mul_(velocities, self.momentum)
+                self._scale_velocity(velocities)
             torch._foreach_add_(velocities, gradients)
         else:
             for velocity, gradient in zip(velocities, gradients):
@@ -353,10 +392,11 @@ class FastTrainer:
                              f"{tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__}")
         return X.shape[0]
 
-    def _screen(self, X: Tensor, y: Tensor, m: int) -> Tensor:
+    def _screen(self, X: Tensor, y: Tensor, m: int, screen_inputs: bool = True) -> Tensor:
         """The reference engine's value checks, in fewer ops: the reference's own checks run (and raise with
-        their message) only when a cheap screen finds something. Returns y as the loss needs it."""
-        if self.validate and not math.isfinite(float(X.sum())):  # NaN and Inf propagate into the sum
+        their message) only when a cheap screen finds something. Returns y as the loss needs it.
+        screen_inputs: screen X here (else the eager step screens Z_1, see _screen_inputs)."""
+        if self.validate and screen_inputs and not math.isfinite(float(X.sum())):  # NaN and Inf propagate
             self._checker.check_inputs(X)  # finds the entry; passes a finite batch whose sum overflowed
         if self.config.loss == "mse" or y.dtype != torch.int64 or y.dim() != 1:
             return self._checker.check_targets(y, m)
@@ -367,6 +407,16 @@ class FastTrainer:
             if int(low) < 0 or int(high) >= self.config.sizes[-1]:
                 self._checker.check_targets(y, m)
         return y
+
+    def _screen_inputs(self, X: Tensor, Z_1: Tensor) -> None:
+        """The NaN/Inf screen of X, read from layer 1's pre-activation Z_1 = X W_1^T + b_1 (before the activation
+        and before any update), which has n_1 columns where X has n_0 (784 -> 256 for MNIST: a third of the
+        reads). It finds every batch the reference's check refuses: an Inf or NaN at X[r, j] makes the term
+        X[r, j] W_1[i, j] of every Z_1[r, i] Inf or NaN (Inf * 0 is NaN), and a sum with an Inf or NaN term is
+        never finite. A non-finite sum runs the reference's own check on X, which names the entry, or passes a
+        finite batch (whose Z_1 overflowed, or whose weights have diverged: the reference trains on then too)."""
+        if not math.isfinite(float(Z_1.sum())):
+            self._checker.check_inputs(X)
 
     def _workspace(self, m: int) -> Workspace:
         ws = self._workspaces.get(m)

@@ -17,8 +17,9 @@ class Workspace:
         into dZ_{l-1} and, without fuse_velocity, dW_l being folded into the momentum buffer; whole, or with
         ``low_memory`` at large batches in row blocks (ROW_CHUNK batch rows of dA, an eighth of the largest W's
         rows of dW). Otherwise (ReLU): dA_{l-1} whole.
-    dW: flat, the largest layer's dW, where it is formed whole (no momentum or another activation; unfused).
-    db: flat scratch of the widest layer's bias.
+    dW_buffer: flat, the largest layer's dW, where it is formed whole (no momentum or another activation; unfused).
+    db_buffer: flat scratch of the widest layer's bias.
+    Per-layer views of these (db, dW, dA, zero_A, dZ, dZ_T): see _prepare_views.
     """
 
     # low_memory: from LARGE_BATCH rows on, dW is formed in row blocks of an eighth of the largest W and dA in
@@ -48,14 +49,42 @@ class Workspace:
             self.row_chunk, self.dW_budget = m, 0
             scratch = m * widest_hidden if relu_hidden else 0
         self.scratch = torch.empty(scratch, **factory)
-        self.dW = torch.empty(largest_W, **factory) if not fused and not (momentum and relu_hidden) else None
-        self.db = torch.empty(max(sizes[1:]), **factory)
+        self.dW_buffer = torch.empty(largest_W, **factory) if not fused and not (momentum and relu_hidden) else None
+        self.db_buffer = torch.empty(max(sizes[1:]), **factory)
         self.l2_term = torch.empty(largest_W, **factory) if config.l2 > 0 else None
         # The nll gradient's nonzero entry, -1/m rounded in the dtype, as the reference's full(-1)/m.
         self.minus_one_over_m = torch.full((m, 1), -1.0, **factory) / m
         # A zero of the buffer's shape with stride 0: addcmul onto it turns the mask product's -0.0 (where
         # dA < 0 and A = 0) into autograd's +0.0 at no memory cost (and faster than a full zeros tensor).
         self.zero = torch.zeros(1, 1, **factory)
+        self._prepare_views(config, m, relu_hidden, momentum, fused)
+
+    def _prepare_views(self, config: MLPConfig, m: int, relu_hidden: bool, momentum: bool, fused: bool) -> None:
+        """The per-layer views the step writes through, made once per batch size: at small batches, slicing and
+        reshaping anew each step costs as much as the arithmetic (each view is a call of a few microseconds).
+
+        layer l (1-based): db[l] (n_l,); dW[l] (n_l, n_{l-1}) where dW_l is formed whole (None where it is formed
+        in row blocks, or by the GEMM into the velocity); dA[l] (m, n_{l-1}) and zero_A[l] (the stride-0 zero of
+        that shape) for l > 1 where dA_{l-1} is formed whole; for ReLU hidden layers dZ[l] (m, n_l), the buffer
+        dZ_l is written into (A_l's, or dZ_out for the output layer), and dZ_T[l] its transpose."""
+        sizes, L = config.sizes, config.num_layers
+        self.db, self.dW, self.dA, self.zero_A, self.dZ, self.dZ_T = {}, {}, {}, {}, {}, {}
+        shared = momentum and relu_hidden  # dW_l and dA_{l-1} share the scratch, one at a time
+        for layer in range(1, L + 1):
+            n_out, n_in = sizes[layer], sizes[layer - 1]
+            self.db[layer] = self.db_buffer[:n_out]
+            if shared and not fused and n_out * n_in <= self.dW_budget:
+                self.dW[layer] = self.view(self.scratch, n_out, n_in)
+            elif not shared and self.dW_buffer is not None:
+                self.dW[layer] = self.view(self.dW_buffer, n_out, n_in)
+            else:
+                self.dW[layer] = None
+            whole_dA = relu_hidden and layer > 1 and self.row_chunk == m
+            self.dA[layer] = self.view(self.scratch, m, n_in) if whole_dA else None
+            self.zero_A[layer] = self.zero.expand(m, n_in) if whole_dA else None
+            if relu_hidden:
+                self.dZ[layer] = self.A[layer] if layer < L else self.dZ_out
+                self.dZ_T[layer] = self.dZ[layer].t()
 
     def view(self, buffer: Tensor, *shape: int) -> Tensor:
         """The first prod(shape) entries of a flat buffer, as a tensor of that shape."""
@@ -65,6 +94,6 @@ class Workspace:
         return buffer[:numel].view(*shape)
 
     def nbytes(self) -> int:
-        tensors = [*self.A.values(), self.out, self.dZ_out, self.scratch, self.dW, self.db, self.l2_term,
+        tensors = [*self.A.values(), self.out, self.dZ_out, self.scratch, self.dW_buffer, self.db_buffer, self.l2_term,
                    self.minus_one_over_m, self.zero]
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)

@@ -262,7 +262,7 @@ def test_the_workspace_is_reused_and_nothing_else_is_kept():
     assert trainer.workspace_bytes() == held and trainer._workspaces[32] is workspace
     assert [t.data_ptr() for t in workspace.A.values()] == pointers
     # One scratch of the largest layer's dW (784 x 256), not one per layer: lecture 004's freed gradients.
-    assert workspace.dW is None and workspace.scratch.numel() == 784 * 256
+    assert workspace.dW_buffer is None and workspace.scratch.numel() == 784 * 256
     trainer.release_workspaces()
     assert trainer.workspace_bytes() == 0
 
