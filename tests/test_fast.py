@@ -343,6 +343,40 @@ def test_bad_batches_are_named():
         trainer.step(torch.full((2, 6), float("nan")), y)
 
 
+
+@pytest.mark.parametrize("bad", [float("inf"), float("-inf"), float("nan")])
+@pytest.mark.parametrize("sizes", [(6, 4, 3), (6, 3)])  # with a hidden ReLU layer, and without (Z_1 = Z_out)
+def test_a_non_finite_input_is_refused_even_where_relu_would_hide_it(bad, sizes):
+    """The screen reads Z_1 before the activation: an Inf at X[1, 2] whose weights W_1[:, 2] are all of one sign
+    makes Z_1's row all +Inf or all -Inf, and ReLU would turn -Inf into 0. Nothing is updated."""
+    config = MLPConfig(sizes=sizes)
+    params = init_parameters(config, torch.Generator().manual_seed(0))
+    params["W1"][:, 2] = -0.5  # X[1, 2] = +Inf gives Z_1[1, :] = -Inf, which ReLU maps to 0
+    before = {name: tensor.clone() for name, tensor in params.items()}
+    trainer = FastTrainer(config, params, 0.1, 0.9)
+    X = torch.ones(2, 6)
+    X[1, 2] = bad
+    with pytest.raises(ValueError, match=r"NaN or Inf \(first at row 1, column 2"):
+        trainer.step(X, torch.tensor([0, 1]))
+    assert all(torch.equal(params[name], before[name]) for name in params)
+    assert trainer.velocity() == {}
+
+
+def test_a_finite_batch_whose_first_layer_overflows_trains_as_the_reference_does():
+    """Z_1 overflows to Inf from finite inputs: the screen's full check passes the batch, as the reference's
+    check does, and both train on to the same (non-finite) numbers."""
+    config = MLPConfig(sizes=(6, 4, 3))
+    params = init_parameters(config, torch.Generator().manual_seed(0))
+    params["W1"].abs_().add_(0.5)  # every term of Z_1 = X W_1^T + b_1 is above 1.5e38: the sums overflow
+    data = [(torch.full((2, 6), 3e38), torch.tensor([0, 1]))]
+    ref_params, ref_buffers, _ = reference_run(config, params, data, 0.1, 0.9)
+    trainer, _ = fast_run(config, params, data, 0.1, 0.9)
+    X = data[0][0]
+    assert not torch.isfinite(X @ params["W1"].t() + params["b1"]).all()  # the screen did see a non-finite Z_1
+    for name, tensor in ref_params.items():
+        torch.testing.assert_close(trainer.params[name], tensor, rtol=0, atol=0, equal_nan=True)
+
+
 # --- CUDA graphs ---------------------------------------------------------------------------------------------------
 
 
