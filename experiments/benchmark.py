@@ -3,8 +3,11 @@ and the GEMM floor.
 
     python -m experiments.benchmark                       # 784-256-128-10 ReLU, cross-entropy, batches 1..2048
     python -m experiments.benchmark --batch-sizes 16,128 --repeats 7 --json bench.json
+    python -m experiments.benchmark --optimizer adam  # the reference engine's Adam against torch.optim.Adam
 
-A step is forward, loss, backward and an SGD-with-momentum update (lr 0.001, momentum 0.9). Each time is the
+A step is forward, loss, backward and the optimizer's update: by default SGD with momentum (lr 0.001, momentum
+0.9); ``--optimizer`` picks another of the engine's optimizers with torch.optim's defaults (the fast path runs
+sgd and momentum only, and is reported as not run for the others). Each time is the
 best of ``--repeats`` runs of enough steps to last about ``--min-seconds``; the variants take turns within
 each repeat, so a burst of load from elsewhere hits them alike. Peak memory is that of one step (see
 experiments/benchmark_variants.py for how). Then one full MNIST epoch at ``--epoch-batch-size`` gives images/s
@@ -22,13 +25,14 @@ import time
 import torch
 
 from experiments.benchmark_variants import (CPU_MEMORY_METHOD, CUDA_MEMORY_METHOD, VARIANTS, build_variant,
-                                            peak_step_bytes)
+                                            peak_step_bytes, sgd_momentum)
 from experiments.parity import parse_sizes, resolve_device
 from manual_backprop.config import MLPConfig
 from manual_backprop.model import init_parameters
+from manual_backprop.optim_config import OPTIMIZERS, OptimizerConfig
 from torch_reference.parity import synthetic_batch
 
-LR, MOMENTUM = 1e-3, 0.9
+LR, MOMENTUM = 1e-3, 0.9  # the default optimizer: SGD with momentum
 DEFAULT_BATCH_SIZES = "1,16,64,128,512,2048"
 
 
@@ -48,8 +52,10 @@ def run_steps(variant, steps: int, device: torch.device) -> float:
 
 
 def measure_batch_size(config: MLPConfig, batch_size: int, names: list[str], repeats: int, min_seconds: float,
-                       fuse_velocity: bool, seed: int = 0) -> dict:
-    """{"batch_size", "ms", "peak_bytes", "notes"} for one batch size; None where a variant could not run."""
+                       fuse_velocity: bool, seed: int = 0, optimizer: OptimizerConfig | None = None) -> dict:
+    """{"batch_size", "ms", "peak_bytes", "notes"} for one batch size; None where a variant could not run.
+    optimizer: every variant's optimizer (default: SGD with momentum 0.9, lr 0.001)."""
+    optimizer = optimizer or sgd_momentum(LR, MOMENTUM)
     generator = torch.Generator().manual_seed(seed)
     params = init_parameters(config, generator)
     X, y = synthetic_batch(config, batch_size, generator)
@@ -57,7 +63,7 @@ def measure_batch_size(config: MLPConfig, batch_size: int, names: list[str], rep
     variants, notes = {}, {}
     for name in names:
         try:
-            variant = build_variant(name, config, params, X, y, LR, MOMENTUM, fuse_velocity)
+            variant = build_variant(name, config, params, X, y, optimizer, fuse_velocity)
             for _ in range(3):  # warm-up (and, for compiled, the compilation)
                 variant.step()
             variants[name] = variant
@@ -107,35 +113,46 @@ def load_training_images(dataset: str, data_dir, dtype: torch.dtype, device: str
 
 
 def epoch_images_per_second(config: MLPConfig, names: list[str], batch_size: int, dataset: str, data_dir,
-                            fuse_velocity: bool, seed: int = 0) -> dict:
+                            fuse_velocity: bool, seed: int = 0, optimizer: OptimizerConfig | None = None,
+                            repeats: int = 1) -> dict:
     """{"batch_size", "images", "seconds": {variant: s}, "images_per_s": {variant: n}} for one shuffled epoch of
-    the training images (MNIST's 60000), the same order for every variant; the last batch is the partial one."""
+    the training images (MNIST's 60000), the same order for every variant; the last batch is the partial one.
+    With ``repeats`` > 1 each variant trains that many epochs, the variants taking turns epoch by epoch (so a
+    burst of load from elsewhere hits them alike), and its fastest epoch counts.
+    A variant that cannot train with ``optimizer`` (the fast path with Adam) is left out, its reason in "notes"."""
+    optimizer = optimizer or sgd_momentum(LR, MOMENTUM)
     train_x, train_y = load_training_images(dataset, data_dir, config.torch_dtype, config.device)
     order = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(seed)).to(config.torch_device)
     params = init_parameters(config, torch.Generator().manual_seed(seed))
     device = config.torch_device
-    seconds = {}
+    variants, seconds, notes = {}, {}, {}
     for name in names:
-        variant = build_variant(name, config, params, train_x[:batch_size], train_y[:batch_size], LR, MOMENTUM,
-                                fuse_velocity)
-        variant.step()  # warm-up outside the clock
-        sync(device)
-        started = time.perf_counter()
-        for start in range(0, len(order), batch_size):
-            index = order[start:start + batch_size]
-            variant.X, variant.y = train_x[index], train_y[index]
-            variant.step()
-        sync(device)
-        seconds[name] = time.perf_counter() - started
-    return {"dataset": dataset, "batch_size": batch_size, "images": len(order), "seconds": seconds,
-            "images_per_s": {name: len(order) / s for name, s in seconds.items()}}
+        try:
+            variants[name] = build_variant(name, config, params, train_x[:batch_size], train_y[:batch_size],
+                                           optimizer, fuse_velocity)
+        except ValueError as error:  # the fast path and an optimizer it does not run
+            notes[name] = f"{type(error).__name__}: {error}"
+            continue
+        variants[name].step()  # warm-up outside the clock
+    for _ in range(repeats):
+        for name, variant in variants.items():
+            sync(device)
+            started = time.perf_counter()
+            for start in range(0, len(order), batch_size):
+                index = order[start:start + batch_size]
+                variant.X, variant.y = train_x[index], train_y[index]
+                variant.step()
+            sync(device)
+            seconds[name] = min(seconds.get(name, float("inf")), time.perf_counter() - started)
+    return {"dataset": dataset, "batch_size": batch_size, "images": len(order), "repeats": repeats, "seconds": seconds,
+            "images_per_s": {name: len(order) / s for name, s in seconds.items()}, "notes": notes}
 
 
 def format_table(result: dict) -> str:
     def cell(value, spec):
         return "-" if value is None else format(value, spec)
 
-    lines = [f"{result['config_slug']}, {result['config']['dtype']} on {result['device']}, "
+    lines = [f"{result['config_slug']}, {result['optimizer_slug']}, {result['config']['dtype']} on {result['device']}, "
              f"{result['threads']} threads, torch {result['torch']}",
              f"{'batch':>5} | " + " | ".join(f"{name + ' ms':>14}" for name in VARIANTS)
              + " | autograd/fast | autograd/ref | fast/floor | " + " | ".join(f"{name + ' KiB':>14}" for name in VARIANTS)]
@@ -150,8 +167,11 @@ def format_table(result: dict) -> str:
             lines.append(f"      note ({name}): {note}")
     epoch = result.get("epoch")
     if epoch:
-        lines.append(f"one {epoch['dataset']} epoch ({epoch['images']} images, batch {epoch['batch_size']}): " + ", ".join(
+        lines.append(f"one {epoch['dataset']} epoch ({epoch['images']} images, batch {epoch['batch_size']}, fastest of "
+                     f"{epoch.get('repeats', 1)}): " + ", ".join(
             f"{name} {rate:.0f} images/s ({epoch['seconds'][name]:.2f} s)" for name, rate in epoch["images_per_s"].items()))
+        for name, note in epoch.get("notes", {}).items():
+            lines.append(f"      epoch note ({name}): {note}")
     lines.append(f"peak memory: {result['memory_method']}")
     return "\n".join(lines)
 
@@ -163,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--activation", default="relu", help="hidden activation (an MLPConfig activation)")
     parser.add_argument("--loss", default="cross_entropy", help="an MLPConfig loss")
     parser.add_argument("--l2", type=float, default=0.0, help="L2 penalty strength")
+    parser.add_argument("--optimizer", choices=OPTIMIZERS, default="momentum",
+                        help="every variant's optimizer, with torch.optim's defaults (momentum: SGD with momentum "
+                             "0.9); the fast path runs sgd and momentum only")
+    parser.add_argument("--lr", type=float, default=LR, help="learning rate")
     parser.add_argument("--batch-sizes", default=DEFAULT_BATCH_SIZES, help="comma-separated batch sizes")
     parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ",".join(VARIANTS))
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per variant; the best is reported")
@@ -173,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--fuse-velocity", action="store_true",
                         help="fast path: the GEMM writes the momentum buffer (not bitwise; see manual_backprop/fast.py)")
     parser.add_argument("--epoch-batch-size", type=int, default=64, help="batch size of the MNIST epoch; 0 skips it")
+    parser.add_argument("--epoch-repeats", type=int, default=3,
+                        help="epochs per variant, taking turns; the fastest counts")
     parser.add_argument("--epoch-dataset", choices=("mnist", "idx"), default="mnist",
                         help="the epoch's data: MNIST, or your own IDX files in --data-dir")
     parser.add_argument("--data-dir", default=None, help="data directory (default: the data module's MNIST cache)")
@@ -192,6 +218,7 @@ def main(argv=None) -> int:
         if unknown or not names:
             raise ValueError(f"--variants: expected names from {','.join(VARIANTS)}; got {args.variants!r}")
         for flag, value in (("--repeats", args.repeats), ("--epoch-batch-size", args.epoch_batch_size + 1),
+                            ("--epoch-repeats", args.epoch_repeats),
                             ("--threads", args.threads or 1)):
             if value < 1:
                 raise ValueError(f"{flag}: expected a positive integer")
@@ -199,6 +226,10 @@ def main(argv=None) -> int:
             raise ValueError(f"--min-seconds: expected a duration > 0; got {args.min_seconds}")
         config = MLPConfig(sizes=args.sizes, activation=args.activation, loss=args.loss, l2=args.l2,
                            dtype=args.dtype, device=resolve_device(args.device))
+        if not args.lr > 0:
+            raise ValueError(f"--lr: expected a learning rate > 0; got {args.lr}")
+        optimizer = (sgd_momentum(args.lr, MOMENTUM) if args.optimizer == "momentum"
+                     else OptimizerConfig(args.optimizer, lr=args.lr))
     except ValueError as error:
         parser.error(str(error))
     if args.threads:
@@ -207,13 +238,13 @@ def main(argv=None) -> int:
     result = {"config": config.to_dict(), "config_slug": config.slug(), "device": str(device),
               "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
               "threads": torch.get_num_threads(), "torch": torch.__version__,
-              "optimizer": {"name": "momentum", "lr": LR, "momentum": MOMENTUM},
+              "optimizer": optimizer.to_dict(), "optimizer_slug": optimizer.slug(),
               "fuse_velocity": args.fuse_velocity,
               "memory_method": CUDA_MEMORY_METHOD if device.type == "cuda" else CPU_MEMORY_METHOD,
               "rows": []}
     for batch_size in batch_sizes:
         result["rows"].append(measure_batch_size(config, batch_size, names, args.repeats, args.min_seconds,
-                                                 args.fuse_velocity))
+                                                 args.fuse_velocity, optimizer=optimizer))
         print(f"batch {batch_size}: done", file=sys.stderr, flush=True)
     for row in result["rows"]:
         row["ratios"] = ratios(row)
@@ -221,7 +252,8 @@ def main(argv=None) -> int:
         epoch_names = [name for name in ("reference", "fast", "autograd") if name in names]
         try:
             result["epoch"] = epoch_images_per_second(config, epoch_names, args.epoch_batch_size, args.epoch_dataset,
-                                                      args.data_dir, args.fuse_velocity)
+                                                      args.data_dir, args.fuse_velocity, optimizer=optimizer,
+                                                      repeats=args.epoch_repeats)
         except Exception as error:
             result["epoch"] = None
             result["epoch_note"] = f"{type(error).__name__}: {error}"

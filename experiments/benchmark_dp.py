@@ -31,13 +31,12 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from experiments.benchmark_variants import AutogradStep
+from experiments.benchmark_variants import AutogradStep, sgd_momentum
 from experiments.parity import parse_sizes
 from manual_backprop.config import MLPConfig
 from manual_backprop.data_parallel import DEFAULT_BUCKET_MB, GradientAverager
 from manual_backprop.model import MLP, init_parameters
 from manual_backprop.optim import build_optimizer
-from manual_backprop.optim_config import OptimizerConfig
 from torch_reference.parity import synthetic_batch
 
 LR, MOMENTUM = 1e-3, 0.9
@@ -48,7 +47,7 @@ BASELINE = {"engine_simple": "engine", "engine_bucketed": "engine", "ddp": "auto
 
 def engine_step(config: MLPConfig, X, y, averager: GradientAverager | None):
     engine = MLP(config, init_parameters(config, torch.Generator().manual_seed(0)))
-    optimizer = build_optimizer(OptimizerConfig("momentum", lr=LR, momentum=MOMENTUM), engine.params)
+    optimizer = build_optimizer(sgd_momentum(LR, MOMENTUM), engine.params)
 
     def step():
         with torch.inference_mode():
@@ -65,7 +64,8 @@ def engine_step(config: MLPConfig, X, y, averager: GradientAverager | None):
 def autograd_step(config: MLPConfig, X, y, ddp: bool):
     """experiments.benchmark's plain autograd step (nn.Sequential + F.cross_entropy + torch.optim.SGD), its model
     wrapped in DistributedDataParallel when ``ddp``; from the engine's initial weights."""
-    step = AutogradStep(config, init_parameters(config, torch.Generator().manual_seed(0)), X, y, LR, MOMENTUM)
+    step = AutogradStep(config, init_parameters(config, torch.Generator().manual_seed(0)), X, y,
+                        sgd_momentum(LR, MOMENTUM))
     if ddp:
         from torch.nn.parallel import DistributedDataParallel
         step.model = DistributedDataParallel(step.model)  # the step's loss reads step.model at each call

@@ -1,19 +1,29 @@
 """The training steps the benchmark times, and how it measures a step's peak memory.
 
 Each variant trains its own copy of the same initial weights on one fixed batch and offers ``step()`` (forward,
-loss, backward, SGD update) and ``release()`` (drop what it keeps between steps besides the parameters and the
+loss, backward, the optimizer's update) and ``release()`` (drop what it keeps between steps besides the parameters and the
 optimizer state, so that the peak of the next step counts it: the fast path's workspace, autograd's .grad).
 
-    reference  the engine's MLP.loss_and_gradients + manual_backprop.optim.SGD (the readable path)
-    fast       manual_backprop.fast.FastTrainer (on CUDA: a CUDA graph of the whole step)
+Every variant's optimizer is built from one ``OptimizerConfig`` (``sgd_momentum`` gives the default SGD with
+momentum 0.9):
+
+    reference  the engine's MLP.loss_and_gradients + its manual_backprop.optim optimizer (the readable path)
+    fast       manual_backprop.fast.FastTrainer (on CUDA: a CUDA graph of the whole step); SGD with or without
+               momentum only (another optimizer raises, and the benchmark reports the variant as not run)
     fast_low_memory  the same with low_memory=True: dW and dA in row blocks from batch 256 on
-    autograd   nn.Sequential + F.cross_entropy + torch.optim.SGD with its defaults, as a user writes it
+    autograd   nn.Sequential + F.cross_entropy + the torch.optim optimizer with torch's own defaults (foreach
+               included), as a user writes it
     compiled   the same with the model and loss under torch.compile
     gemm_floor only the step's matrix products into preallocated outputs: forward, weight gradients and the
                input gradients except the first layer's
 """
 
 from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +32,9 @@ from torch import nn
 from manual_backprop.config import MLPConfig
 from manual_backprop.fast import FastTrainer
 from manual_backprop.model import MLP
-from manual_backprop.optim import SGD
+from manual_backprop.optim import build_optimizer
+from manual_backprop.optim_config import OptimizerConfig
+from torch_reference.optim_twin import build_torch_optimizer
 from torch_reference.twin import TwinMLP
 
 VARIANTS = ("reference", "fast", "fast_low_memory", "autograd", "compiled", "gemm_floor")
@@ -32,10 +44,15 @@ def clone_params(params: dict) -> dict:
     return {name: tensor.clone() for name, tensor in params.items()}
 
 
+def sgd_momentum(lr: float = 1e-3, momentum: float = 0.9) -> OptimizerConfig:
+    """The benchmark's default optimizer: SGD with momentum (plain SGD for momentum 0)."""
+    return OptimizerConfig("momentum", lr=lr, momentum=momentum) if momentum else OptimizerConfig("sgd", lr=lr)
+
+
 class ReferenceStep:
-    def __init__(self, config: MLPConfig, params: dict, X, y, lr: float, momentum: float):
+    def __init__(self, config: MLPConfig, params: dict, X, y, optimizer: OptimizerConfig):
         self.model = MLP(config, clone_params(params))
-        self.optimizer = SGD(self.model.params, lr=lr, momentum=momentum)
+        self.optimizer = build_optimizer(optimizer, self.model.params)
         self.X, self.y = X, y
 
     def step(self):
@@ -47,10 +64,11 @@ class ReferenceStep:
 
 
 class FastStep:
-    def __init__(self, config: MLPConfig, params: dict, X, y, lr: float, momentum: float,
+    def __init__(self, config: MLPConfig, params: dict, X, y, optimizer: OptimizerConfig,
                  fuse_velocity: bool = False, low_memory: bool = False):
-        self.trainer = FastTrainer(config, clone_params(params), lr, momentum, fuse_velocity=fuse_velocity,
-                                   cuda_graph=config.torch_device.type == "cuda", low_memory=low_memory)
+        self.trainer = FastTrainer.from_optimizer_config(config, clone_params(params), optimizer,
+                                                         fuse_velocity=fuse_velocity, low_memory=low_memory,
+                                                         cuda_graph=config.torch_device.type == "cuda")
         self.X, self.y = X, y
 
     def step(self):
@@ -62,15 +80,16 @@ class FastStep:
 
 
 class AutogradStep:
-    """What a PyTorch user writes: nn.Sequential, the functional loss, torch.optim.SGD(lr, momentum)."""
+    """What a PyTorch user writes: nn.Sequential, the functional loss, the torch.optim optimizer (e.g.
+    torch.optim.SGD(lr, momentum)) with torch's default foreach setting."""
 
-    def __init__(self, config: MLPConfig, params: dict, X, y, lr: float, momentum: float, compiled: bool = False):
+    def __init__(self, config: MLPConfig, params: dict, X, y, optimizer: OptimizerConfig, compiled: bool = False):
         twin = TwinMLP.from_engine(config, clone_params(params))  # the same nn.Linear and activation modules
         modules = []
         for linear, activation in zip(twin.layers, twin.activations):
             modules += [linear] if isinstance(activation, nn.Identity) else [linear, activation]
         self.model = nn.Sequential(*modules)
-        self.optimizer = torch.optim.SGD(self.model.parameters(), lr=lr, momentum=momentum)
+        self.optimizer = build_torch_optimizer(optimizer, twin.engine_parameters(), foreach=None)
         self.X, self.y = X, y
         if config.loss == "cross_entropy":
             def loss_of(X, y):
@@ -98,7 +117,7 @@ class AutogradStep:
 class GemmFloorStep:
     """The products of a step and nothing else, into outputs allocated once (``release`` drops them)."""
 
-    def __init__(self, config: MLPConfig, params: dict, X, y, lr: float, momentum: float):
+    def __init__(self, config: MLPConfig, params: dict, X, y):
         self.config, self.X = config, X
         self.W = [params[f"W{layer}"].clone() for layer in range(1, config.num_layers + 1)]
         self.outputs = None
@@ -129,16 +148,20 @@ class GemmFloorStep:
         self.outputs = None
 
 
-def build_variant(name: str, config: MLPConfig, params: dict, X, y, lr: float, momentum: float,
+def build_variant(name: str, config: MLPConfig, params: dict, X, y, optimizer: OptimizerConfig,
                   fuse_velocity: bool = False):
+    """The variant ``name`` training a copy of ``params`` on the batch (X, y) with ``optimizer``."""
+    if not isinstance(optimizer, OptimizerConfig):
+        raise TypeError(f"optimizer: expected an OptimizerConfig (e.g. sgd_momentum(lr, momentum)); got "
+                        f"{type(optimizer).__name__}")
     if name == "reference":
-        return ReferenceStep(config, params, X, y, lr, momentum)
+        return ReferenceStep(config, params, X, y, optimizer)
     if name in ("fast", "fast_low_memory"):
-        return FastStep(config, params, X, y, lr, momentum, fuse_velocity, low_memory=name == "fast_low_memory")
+        return FastStep(config, params, X, y, optimizer, fuse_velocity, low_memory=name == "fast_low_memory")
     if name in ("autograd", "compiled"):
-        return AutogradStep(config, params, X, y, lr, momentum, compiled=name == "compiled")
+        return AutogradStep(config, params, X, y, optimizer, compiled=name == "compiled")
     if name == "gemm_floor":
-        return GemmFloorStep(config, params, X, y, lr, momentum)
+        return GemmFloorStep(config, params, X, y)
     raise ValueError(f"variant: expected one of {', '.join(VARIANTS)}; got {name!r}")
 
 
@@ -147,6 +170,27 @@ def build_variant(name: str, config: MLPConfig, params: dict, X, y, lr: float, m
 CPU_MEMORY_METHOD = ("CPU: the profiler's allocation events (torch.profiler with profile_memory=True), summed in "
                      "time order; peak = the highest total above the bytes live before the step")
 CUDA_MEMORY_METHOD = "CUDA: torch.cuda.max_memory_allocated() minus memory_allocated() before the step"
+
+
+@contextlib.contextmanager
+def native_stderr_kept_unless_failing():
+    """Hold back what C++ code writes to stderr inside the block (the profiler's library logs a "profiler_start" /
+    "profiler_stop" pair and, on a machine without a GPU, a "gpuGetDeviceCount failed" line at every start, which
+    read like errors in the benchmark's output); if the block raises, that text is written out after all."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        except BaseException:
+            os.dup2(saved, 2)
+            held.seek(0)
+            sys.stderr.write(held.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def peak_step_bytes(variant, device: torch.device) -> int:
@@ -163,8 +207,9 @@ def peak_step_bytes(variant, device: torch.device) -> int:
     from torch._C._profiler import _EventType  # the profiler's event tree: every allocation with its size
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
-        variant.step()
+    with native_stderr_kept_unless_failing():
+        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as profiler:
+            variant.step()
     allocations = []
 
     def walk(node):

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from experiments import benchmark, benchmark_variants
-from experiments.benchmark_variants import VARIANTS, build_variant, peak_step_bytes
+from experiments.benchmark_variants import VARIANTS, build_variant, peak_step_bytes, sgd_momentum
 from manual_backprop.config import MLPConfig
 from manual_backprop.model import init_parameters
+from manual_backprop.optim_config import OptimizerConfig
 from tests.fake_idx import write_fake_idx
 from torch_reference.parity import synthetic_batch
 
@@ -58,7 +59,7 @@ def test_peak_memory_counts_what_a_step_allocates():
     X, y = synthetic_batch(config, 512, torch.Generator().manual_seed(1))
     peaks = {}
     for name in ("fast", "autograd", "gemm_floor"):
-        variant = build_variant(name, config, params, X, y, 1e-3, 0.9)
+        variant = build_variant(name, config, params, X, y, sgd_momentum())
         variant.step()
         peaks[name] = peak_step_bytes(variant, torch.device("cpu"))
     grads = sum(t.numel() * 4 for t in params.values())
@@ -77,4 +78,55 @@ def test_bad_flags_are_named(capsys):
 
 def test_variant_names_are_checked():
     with pytest.raises(ValueError, match="variant"):
-        benchmark_variants.build_variant("turbo", MLPConfig(sizes=(4, 3)), {}, None, None, 0.1, 0.9)
+        benchmark_variants.build_variant("turbo", MLPConfig(sizes=(4, 3)), {}, None, None, sgd_momentum())
+
+
+def test_another_optimizer_times_the_engine_against_torch_optim_and_names_why_the_fast_path_did_not_run(tmp_path):
+    write_fake_idx(tmp_path / "idx", n_train=20, n_test=10)
+    out = tmp_path / "bench.json"
+    assert benchmark.main(["--sizes", "784,12,10", "--batch-sizes", "4", "--repeats", "1", "--min-seconds", "0.001",
+                           "--variants", "reference,fast,autograd", "--optimizer", "adam", "--lr", "0.01",
+                           "--epoch-batch-size", "8", "--epoch-dataset", "idx", "--data-dir", str(tmp_path / "idx"),
+                           "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["optimizer"]["name"] == "adam" and result["optimizer"]["lr"] == 0.01
+    row = result["rows"][0]
+    assert row["ms"]["reference"] > 0 and row["ms"]["autograd"] > 0
+    assert row["ms"]["fast"] is None and "adam" in row["notes"]["fast"]
+    assert set(result["epoch"]["images_per_s"]) == {"reference", "autograd"} and "adam" in result["epoch"]["notes"]["fast"]
+
+
+def test_every_variant_trains_with_the_optimizer_it_is_given():
+    """One step of the reference engine's Adam and torch.optim.Adam from the same weights: the same weights
+    after it (the engine reproduces torch.optim's arithmetic), and different from a momentum step's."""
+    config = MLPConfig(sizes=(8, 6, 3))
+    params = init_parameters(config, torch.Generator().manual_seed(0))
+    X, y = synthetic_batch(config, 5, torch.Generator().manual_seed(1))
+    adam = OptimizerConfig("adam", lr=0.01)
+    reference = build_variant("reference", config, params, X, y, adam)
+    autograd = build_variant("autograd", config, params, X, y, adam)
+    momentum = build_variant("reference", config, params, X, y, sgd_momentum(0.01))
+    for variant in (reference, autograd, momentum):
+        variant.step()
+    twin_weights = autograd.model[0].weight.detach()
+    torch.testing.assert_close(reference.model.params["W1"], twin_weights, rtol=1e-6, atol=1e-7)
+    assert not torch.allclose(reference.model.params["W1"], momentum.model.params["W1"])
+    with pytest.raises(ValueError, match="adam"):
+        build_variant("fast", config, params, X, y, adam)
+    with pytest.raises(TypeError, match="OptimizerConfig"):
+        build_variant("reference", config, params, X, y, 0.01)
+
+
+def test_native_stderr_is_held_back_unless_the_block_fails(capfd):
+    import os
+
+    with benchmark_variants.native_stderr_kept_unless_failing():
+        os.write(2, b"profiler_start\n")
+    assert "profiler_start" not in capfd.readouterr().err
+    with pytest.raises(RuntimeError, match="boom"):
+        with benchmark_variants.native_stderr_kept_unless_failing():
+            os.write(2, b"what the library said before it failed\n")
+            raise RuntimeError("boom")
+    assert "what the library said before it failed" in capfd.readouterr().err
+    os.write(2, b"after\n")  # fd 2 is restored
+    assert "after" in capfd.readouterr().err

@@ -24,11 +24,12 @@ def parameter_groups(config: OptimizerConfig, named_params: dict[str, Tensor]) -
 
 
 def build_torch_optimizer(config: OptimizerConfig, named_params: dict[str, Tensor],
-                          foreach: bool = False) -> torch.optim.Optimizer:
+                          foreach: bool | None = False) -> torch.optim.Optimizer:
     """``named_params`` uses the engine's names ("W1", "b1", ...), e.g. ``TwinMLP.engine_parameters()``.
 
     ``foreach=False`` selects torch.optim's per-tensor loop, whose arithmetic the engine reproduces bit for bit;
-    ``foreach=True`` is the multi-tensor path (CUDA's default), which rounds differently in places.
+    ``foreach=True`` is the multi-tensor path (CUDA's default), which rounds differently in places; ``None`` lets
+    torch.optim choose, as a user's code does.
     """
     groups = parameter_groups(config, named_params)
     hyper = config.hyperparameters()

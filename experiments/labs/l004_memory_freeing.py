@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from experiments.benchmark_variants import build_variant, peak_step_bytes
+from experiments.benchmark_variants import build_variant, peak_step_bytes, sgd_momentum
 from experiments.labs.common import Lab, positive_int
 from manual_backprop.config import MLPConfig
 from manual_backprop.model import init_parameters
@@ -40,7 +40,7 @@ def run(args, report) -> None:
     generator = torch.Generator().manual_seed(args.seed)
     params = init_parameters(config, generator)
     X, y = synthetic_batch(config, batch_size, generator)
-    variants = {name: build_variant(name, config, params, X, y, LR, MOMENTUM) for name in ("reference", "fast", "autograd")}
+    variants = {name: build_variant(name, config, params, X, y, sgd_momentum(LR, MOMENTUM)) for name in ("reference", "fast", "autograd")}
     peaks = {name: peak_step_bytes(variant, torch.device("cpu")) for name, variant in variants.items()}
     parameter_bytes = sum(tensor.numel() * tensor.element_size() for tensor in params.values())
     report.say(f"{'-'.join(map(str, config.sizes))}, batch {batch_size}: parameters {parameter_bytes / 1024:,.0f} KiB")
