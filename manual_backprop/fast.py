@@ -17,7 +17,12 @@ report needs it). This module computes the same step for training only, and keep
   ``low_memory`` forms them in row blocks at large batches, so that no whole dW or dA exists (slower on this
   CPU), and ``fuse_velocity`` forms no dW at all (``addmm_`` with ``beta=momentum`` writes the new velocity
   straight from dZ^T A). Without momentum: dA_{l-1} with the old W_l, then dW_l, the update, dZ_{l-1};
-* the first layer's input gradient, which nobody needs, is not computed.
+* the first layer's input gradient, which nobody needs, is not computed;
+* at small batches a step is a chain of ATen calls of a few microseconds each, so the Python around them counts:
+  every view the step writes through (per-layer slices of the scratch, transposes of W and dZ) is made once per
+  batch size, the parameters are bound once (not looked up by name), the momentum is a 0-dim tensor (a Python
+  number is wrapped into a new tensor for each buffer), and the NaN/Inf screen of X reads Z_1, a third of X's
+  size for MNIST (see _screen_inputs).
 
 Supported: every config ``MLPConfig`` accepts (ReLU hidden layers take the fast route; other activations and
 the mse / hinge losses use the reference pairs), SGD with or without momentum (the engine's ``SGD`` without
