@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 
@@ -53,7 +54,9 @@ def run_steps(variant, steps: int, device: torch.device) -> float:
 
 def measure_batch_size(config: MLPConfig, batch_size: int, names: list[str], repeats: int, min_seconds: float,
                        fuse_velocity: bool, seed: int = 0, optimizer: OptimizerConfig | None = None) -> dict:
-    """{"batch_size", "ms", "peak_bytes", "notes"} for one batch size; None where a variant could not run.
+    """{"batch_size", "ms", "ms_repeats", "peak_bytes", "notes"} for one batch size; None where a variant could
+    not run. "ms" is each variant's best repeat, "ms_repeats" every repeat in order (the variants take turns
+    within a repeat, so repeat i of two variants ran a fraction of a second apart: see ``paired_ratio``).
     optimizer: every variant's optimizer (default: SGD with momentum 0.9, lr 0.001)."""
     optimizer = optimizer or sgd_momentum(LR, MOMENTUM)
     generator = torch.Generator().manual_seed(seed)
@@ -71,10 +74,11 @@ def measure_batch_size(config: MLPConfig, batch_size: int, names: list[str], rep
             notes[name] = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:300] if str(error) else ''}"
     steps = {name: max(1, int(min_seconds / max(run_steps(variant, 3, device), 1e-7)))
              for name, variant in variants.items()}
-    best = {name: float("inf") for name in variants}
+    times = {name: [] for name in variants}
     for _ in range(repeats):
         for name, variant in variants.items():
-            best[name] = min(best[name], run_steps(variant, steps[name], device))
+            times[name].append(run_steps(variant, steps[name], device))
+    best = {name: min(seconds) for name, seconds in times.items()}
     peaks = {}
     for name, variant in variants.items():
         try:
@@ -83,6 +87,7 @@ def measure_batch_size(config: MLPConfig, batch_size: int, names: list[str], rep
             notes[f"{name} peak_bytes"] = f"{type(error).__name__}: {error}"
     return {"batch_size": batch_size,
             "ms": {name: (1e3 * best[name] if name in best else None) for name in VARIANTS},
+            "ms_repeats": {name: ([1e3 * t for t in times[name]] if name in times else None) for name in VARIANTS},
             "peak_bytes": {name: peaks.get(name) for name in VARIANTS},
             "notes": notes}
 
@@ -91,9 +96,26 @@ def ratio(numerator, denominator):
     return None if numerator is None or denominator is None or denominator == 0 else numerator / denominator
 
 
+def paired_ratio(row: dict, numerator: str, denominator: str):
+    """The median over repeats of numerator_i / denominator_i, each pair timed a fraction of a second apart.
+
+    The best-of-repeats times can come from different moments; on a shared VM a burst of load from elsewhere
+    can last seconds and slow every variant of a whole batch size (seen here: the GEMM floor twice its usual
+    time for a whole row). A burst that hits one repeat hits both of its pair alike, so the paired median is the
+    steadier ratio; where it and the best-of ratio disagree, the run was disturbed."""
+    repeats = row.get("ms_repeats") or {}
+    a, b = repeats.get(numerator), repeats.get(denominator)
+    if not a or not b:
+        return None
+    return statistics.median(x / y for x, y in zip(a, b))
+
+
 def ratios(row: dict) -> dict:
     ms = row["ms"]
     return {"autograd/fast": ratio(ms["autograd"], ms["fast"]),
+            "autograd/fast paired median": paired_ratio(row, "autograd", "fast"),
+            "autograd/reference paired median": paired_ratio(row, "autograd", "reference"),
+            "fast/gemm_floor paired median": paired_ratio(row, "fast", "gemm_floor"),
             "autograd/reference": ratio(ms["autograd"], ms["reference"]),
             "fast/gemm_floor": ratio(ms["fast"], ms["gemm_floor"]),
             "peak fast/autograd": ratio(row["peak_bytes"]["fast"], row["peak_bytes"]["autograd"]),
@@ -152,15 +174,20 @@ def format_table(result: dict) -> str:
     def cell(value, spec):
         return "-" if value is None else format(value, spec)
 
+    def pair(best_of, paired):
+        return cell(best_of, ".2f") + ("" if paired is None else f" ({paired:.2f})")
+
     lines = [f"{result['config_slug']}, {result['optimizer_slug']}, {result['config']['dtype']} on {result['device']}, "
              f"{result['threads']} threads, torch {result['torch']}",
              f"{'batch':>5} | " + " | ".join(f"{name + ' ms':>14}" for name in VARIANTS)
-             + " | autograd/fast | autograd/ref | fast/floor | " + " | ".join(f"{name + ' KiB':>14}" for name in VARIANTS)]
+             + " | autograd/fast (paired) | autograd/ref | fast/floor (paired) | "
+             + " | ".join(f"{name + ' KiB':>14}" for name in VARIANTS)]
     for row in result["rows"]:
         r = ratios(row)
         lines.append(f"{row['batch_size']:>5} | " + " | ".join(f"{cell(row['ms'][name], '.3f'):>14}" for name in VARIANTS)
-                     + f" | {cell(r['autograd/fast'], '.2f'):>13} | {cell(r['autograd/reference'], '.2f'):>12} | "
-                     f"{cell(r['fast/gemm_floor'], '.2f'):>10} | "
+                     + f" | {pair(r['autograd/fast'], r['autograd/fast paired median']):>22} | "
+                     f"{cell(r['autograd/reference'], '.2f'):>12} | "
+                     f"{pair(r['fast/gemm_floor'], r['fast/gemm_floor paired median']):>19} | "
                      + " | ".join(f"{cell(None if row['peak_bytes'][name] is None else row['peak_bytes'][name] / 1024, '.0f'):>14}"
                                   for name in VARIANTS))
         for name, note in row["notes"].items():
@@ -172,6 +199,8 @@ def format_table(result: dict) -> str:
             f"{name} {rate:.0f} images/s ({epoch['seconds'][name]:.2f} s)" for name, rate in epoch["images_per_s"].items()))
         for name, note in epoch.get("notes", {}).items():
             lines.append(f"      epoch note ({name}): {note}")
+    lines.append("ratios: of the best repeats; in parentheses the median over repeats of the ratio within each repeat "
+                 "(the steadier one when load from elsewhere comes and goes)")
     lines.append(f"peak memory: {result['memory_method']}")
     return "\n".join(lines)
 

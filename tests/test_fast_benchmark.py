@@ -30,6 +30,8 @@ def test_benchmark_writes_the_issue_schema(tmp_path, capsys):
         for name in ("reference", "fast", "autograd", "gemm_floor"):
             assert row["ms"][name] > 0 and row["peak_bytes"][name] > 0
         assert row["ratios"]["autograd/fast"] == pytest.approx(row["ms"]["autograd"] / row["ms"]["fast"])
+        assert row["ms_repeats"]["fast"] == [row["ms"]["fast"]] and row["ms_repeats"]["compiled"] is None
+        assert row["ratios"]["autograd/fast paired median"] == pytest.approx(row["ratios"]["autograd/fast"])
     epoch = result["epoch"]
     assert epoch["images"] == 40 and set(epoch["images_per_s"]) == {"reference", "fast", "autograd"}
     printed = capsys.readouterr().out
@@ -130,3 +132,12 @@ def test_native_stderr_is_held_back_unless_the_block_fails(capfd):
     assert "what the library said before it failed" in capfd.readouterr().err
     os.write(2, b"after\n")  # fd 2 is restored
     assert "after" in capfd.readouterr().err
+
+
+def test_the_paired_ratio_is_the_median_of_the_ratios_within_each_repeat():
+    """Repeat 2 ran during a burst of load that slowed both variants; repeat 3's burst hit autograd alone. The
+    best-of ratio pairs fast's best with autograd's best from another moment; the paired median does not."""
+    row = {"ms_repeats": {"autograd": [1.0, 3.0, 2.5], "fast": [0.5, 1.5, 0.6], "reference": None}}
+    assert benchmark.paired_ratio(row, "autograd", "fast") == pytest.approx(2.0)
+    assert benchmark.paired_ratio(row, "autograd", "reference") is None
+    assert benchmark.paired_ratio({}, "autograd", "fast") is None
