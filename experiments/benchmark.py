@@ -96,18 +96,36 @@ def ratio(numerator, denominator):
     return None if numerator is None or denominator is None or denominator == 0 else numerator / denominator
 
 
-def paired_ratio(row: dict, numerator: str, denominator: str):
-    """The median over repeats of numerator_i / denominator_i, each pair timed a fraction of a second apart.
+QUIET_TOLERANCE = 0.15  # a repeat is quiet when every variant ran within 15 % of its own best repeat
 
-    The best-of-repeats times can come from different moments; on a shared VM a burst of load from elsewhere
-    can last seconds and slow every variant of a whole batch size (seen here: the GEMM floor twice its usual
-    time for a whole row). A burst that hits one repeat hits both of its pair alike, so the paired median is the
-    steadier ratio; where it and the best-of ratio disagree, the run was disturbed."""
+
+def quiet_repeats(row: dict) -> list[int]:
+    """The repeats in which every variant that ran was within QUIET_TOLERANCE of its own best time; all repeats
+    if there is none.
+
+    This VM shares its host. For seconds at a time every variant runs up to 2.5x slower (the GEMM floor included:
+    a busy neighbour on the other hyperthread, by the look of it), and such a stretch can cover most repeats of a
+    batch size. The ratios of such a stretch are compressed (the slowdown is not proportional), so the paired
+    ratio is taken over the quiet repeats only."""
+    repeats = [seconds for seconds in (row.get("ms_repeats") or {}).values() if seconds]
+    if not repeats:
+        return []
+    count = min(len(seconds) for seconds in repeats)
+    quiet = [i for i in range(count)
+             if all(seconds[i] <= (1 + QUIET_TOLERANCE) * min(seconds) for seconds in repeats)]
+    return quiet or list(range(count))
+
+
+def paired_ratio(row: dict, numerator: str, denominator: str):
+    """The median, over the quiet repeats, of numerator_i / denominator_i: two runs a fraction of a second apart.
+
+    The best-of ratio divides two bests that may come from different moments; within a repeat both variants
+    ran under the same conditions. Where the two ratios disagree, the run was disturbed."""
     repeats = row.get("ms_repeats") or {}
     a, b = repeats.get(numerator), repeats.get(denominator)
     if not a or not b:
         return None
-    return statistics.median(x / y for x, y in zip(a, b))
+    return statistics.median(a[i] / b[i] for i in quiet_repeats(row))
 
 
 def ratios(row: dict) -> dict:
@@ -199,8 +217,9 @@ def format_table(result: dict) -> str:
             f"{name} {rate:.0f} images/s ({epoch['seconds'][name]:.2f} s)" for name, rate in epoch["images_per_s"].items()))
         for name, note in epoch.get("notes", {}).items():
             lines.append(f"      epoch note ({name}): {note}")
-    lines.append("ratios: of the best repeats; in parentheses the median over repeats of the ratio within each repeat "
-                 "(the steadier one when load from elsewhere comes and goes)")
+    lines.append("ratios: of the best repeats; in parentheses the median of the ratio within each quiet repeat (every "
+                 f"variant within {QUIET_TOLERANCE:.0%} of its best), the steadier one when load from elsewhere comes "
+                 "and goes")
     lines.append(f"peak memory: {result['memory_method']}")
     return "\n".join(lines)
 

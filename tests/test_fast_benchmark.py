@@ -134,10 +134,14 @@ def test_native_stderr_is_held_back_unless_the_block_fails(capfd):
     assert "after" in capfd.readouterr().err
 
 
-def test_the_paired_ratio_is_the_median_of_the_ratios_within_each_repeat():
-    """Repeat 2 ran during a burst of load that slowed both variants; repeat 3's burst hit autograd alone. The
-    best-of ratio pairs fast's best with autograd's best from another moment; the paired median does not."""
-    row = {"ms_repeats": {"autograd": [1.0, 3.0, 2.5], "fast": [0.5, 1.5, 0.6], "reference": None}}
-    assert benchmark.paired_ratio(row, "autograd", "fast") == pytest.approx(2.0)
+def test_the_paired_ratio_is_the_median_of_the_ratios_within_each_quiet_repeat():
+    """Repeats 2 and 3 ran during bursts of load from elsewhere (a variant more than 15 % above its best): they
+    are left out, and the ratio is the median of the ratios within the quiet repeats."""
+    row = {"ms_repeats": {"autograd": [1.0, 3.0, 2.5, 1.1, 1.02], "fast": [0.5, 1.5, 0.6, 0.5, 0.55],
+                          "reference": None}}
+    assert benchmark.quiet_repeats(row) == [0, 3, 4]
+    assert benchmark.paired_ratio(row, "autograd", "fast") == pytest.approx(2.0)  # median of 2.0, 2.2, 1.85
     assert benchmark.paired_ratio(row, "autograd", "reference") is None
     assert benchmark.paired_ratio({}, "autograd", "fast") is None
+    always_busy = {"ms_repeats": {"autograd": [1.0, 2.0], "fast": [2.0, 1.0]}}  # no quiet repeat: all of them
+    assert benchmark.quiet_repeats(always_busy) == [0, 1]
