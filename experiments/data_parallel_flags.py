@@ -8,11 +8,22 @@ Without torchrun these flags are refused: a single process has nothing to averag
 from __future__ import annotations
 
 import argparse
+import os
 
 from manual_backprop.data_parallel import DEFAULT_BUCKET_MB, MODES
 from torch_reference.distributed import DEFAULT_TIMEOUT_S, DataParallel, from_environment, launched_by_torchrun
 
 FLAGS = ("dp_mode", "bucket_mb", "dist_timeout")
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser, except that under torchrun only rank 0 prints a usage error. Every rank parses the same
+    command line, so the others would print the same message again; they exit with the same status, silently."""
+
+    def error(self, message):
+        if launched_by_torchrun() and os.environ.get("RANK") != "0":
+            self.exit(2)
+        super().error(message)
 
 
 def add_data_parallel_flags(parser: argparse.ArgumentParser) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from experiments.cli_format import DefaultsOnceFormatter
-from experiments.data_parallel_flags import add_data_parallel_flags, start_data_parallel
+from experiments.data_parallel_flags import ArgumentParser, add_data_parallel_flags, start_data_parallel
 from experiments.optimizer_flags import add_optimizer_flags, flag_named_error, optimizer_config, schedule_config
 from experiments.parity import resolve_device
 from experiments.presets import PRESETS, expand_preset
@@ -52,8 +52,8 @@ def parse_hidden(text: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description="Manual backprop vs autograd on MNIST, side by side.",
-                                formatter_class=DefaultsOnceFormatter)
+    p = ArgumentParser(description="Manual backprop vs autograd on MNIST, side by side.",
+                       formatter_class=DefaultsOnceFormatter)
     p.add_argument("--epochs", type=int, default=10, help="number of epochs to train")
     p.add_argument("--batch-size", type=int_or_word("full", "images"), default=64,
                    help="images per optimizer step, or 'full' for full-batch gradient descent")

@@ -87,6 +87,20 @@ def test_data_parallel_flags_need_torchrun(tmp_path):
     assert "--dp-mode, --bucket-mb: only for data-parallel runs; start them with torchrun" in result.stderr
 
 
+
+@pytest.mark.parametrize("rank, prints", [("0", True), ("1", False)])
+def test_under_torchrun_only_rank_0_prints_a_usage_error(monkeypatch, capsys, rank, prints):
+    """Every rank parses the same command line; the message is printed once, and every rank exits with 2."""
+    from experiments import train_mnist
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", rank)
+    with pytest.raises(SystemExit) as stopped:
+        train_mnist.main(["--batch-size", "0"])
+    assert stopped.value.code == 2
+    assert ("--batch-size" in capsys.readouterr().err) == prints
+
+
 # --- two processes, gloo on the loopback interface -------------------------------------------------------------
 
 @needs_gloo
