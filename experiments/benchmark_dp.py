@@ -23,7 +23,6 @@ import gc
 import json
 import os
 import platform
-import socket
 import sys
 import time
 
@@ -37,6 +36,7 @@ from manual_backprop.config import MLPConfig
 from manual_backprop.data_parallel import DEFAULT_BUCKET_MB, GradientAverager
 from manual_backprop.model import MLP, init_parameters
 from manual_backprop.optim import build_optimizer
+from torch_reference.distributed import free_port
 from torch_reference.parity import synthetic_batch
 
 LR, MOMENTUM = 1e-3, 0.9
@@ -126,12 +126,6 @@ def worker(rank: int, world_size: int, port: int, sizes: tuple, batch_sizes: lis
             steps = None  # the DDP step holds the group: collect it first (see DataParallel.close)
             gc.collect()
             dist.destroy_process_group()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def measure(sizes: tuple, batch_sizes: list, repeats: int, min_seconds: float, bucket_mb: float) -> dict:

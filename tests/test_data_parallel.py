@@ -5,7 +5,6 @@ size on resume, a rank that dies)."""
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,17 +19,11 @@ from fake_idx import write_fake_idx
 from manual_backprop.config import MLPConfig
 from manual_backprop.data_parallel import GradientAverager, assign_buckets, ready_order
 from manual_backprop.model import init_parameters
-from torch_reference.distributed import DataParallel
+from torch_reference.distributed import DataParallel, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 needs_gloo = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
                                 reason="this PyTorch build has no torch.distributed with the gloo backend")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def spawn(worker, *args, world_size: int = 2):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gc
 import os
+import socket
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable
@@ -32,6 +33,13 @@ SEED_STRIDE = 0x9E3779B97F4A7C15  # rank r seeds its dropout generator with seed
 
 class DistributedError(Exception):
     """A data-parallel run cannot start or go on; the message says why and what to do."""
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface now, for a process group of local processes (tests, benchmarks)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def launched_by_torchrun(environ=os.environ) -> bool:
