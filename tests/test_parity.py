@@ -111,6 +111,48 @@ def test_finite_differences_agree_with_the_engine(seed):
         assert check.checked + check.skipped == (entries if total <= 2000 else min(24, entries))
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_finite_differences_check_the_dropout_pass_with_its_masks_fixed(seed):
+    """Dropout on the inputs and the hidden layers: the oracle differentiates the dropped-out network (one set of
+    masks for the base pass and every +-h pass), and agrees with the engine's backward through the masks."""
+    config = MLPConfig(sizes=(7, 6, 5, 3), dropout=0.4, input_dropout=0.3, dtype="float64")
+    report = run_parity(config, batch_size=6, seed=seed, numeric=True)
+    assert report.numeric and all(check.passed for check in report.numeric), report.numeric
+    assert sum(check.checked for check in report.numeric) > 60
+
+
+def test_finite_differences_with_masks_redrawn_at_every_pass_fail():
+    """The control: were every +-h pass to draw new masks, the quotients would mean nothing, and the check must
+    say so (it can fail)."""
+    from manual_backprop import finite_differences
+
+    config = MLPConfig(sizes=(7, 6, 5, 3), dropout=0.4, input_dropout=0.3, dtype="float64")
+    model = MLP(config, init_parameters(config, torch.Generator().manual_seed(0)))
+    X, y = synthetic_batch(config, 6, torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        fixed = finite_differences.check_gradients(model, X, y, train=True)
+        original = finite_differences._check
+        try:
+            finite_differences._check = lambda *args: original(*args[:-1], lambda: None)  # no rewinding
+            redrawn = finite_differences.check_gradients(model, X, y, train=True)
+        finally:
+            finite_differences._check = original
+    assert all(check.passed for check in fixed)
+    assert not any(check.passed for check in redrawn)
+
+
+def test_the_oracle_leaves_the_generator_as_it_found_it():
+    from manual_backprop.finite_differences import check_gradients
+
+    config = MLPConfig(sizes=(5, 4, 3), dropout=0.5, dtype="float64")
+    model = MLP(config, init_parameters(config, torch.Generator().manual_seed(0)))
+    X, y = synthetic_batch(config, 4, torch.Generator().manual_seed(1))
+    before = torch.get_rng_state()
+    with torch.inference_mode():
+        check_gradients(model, X, y, train=True)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
 def test_finite_differences_on_the_large_default_network_sample_entries():
     report = run_parity(MLPConfig(dtype="float64"), batch_size=16, seed=3, numeric=True)
     assert [(c.layer, c.name) for c in report.numeric] == [(1, "W"), (1, "b"), (2, "W"), (2, "b"), (3, "W"), (3, "b")]

@@ -35,7 +35,8 @@ def run_parity(config: MLPConfig, batch_size: int = 64, seed: int = 0, numeric: 
     left as it was). With ``config.max_norm`` both sides first apply the max-norm constraint to the initial
     weights, and the report starts with one row per constrained weight matrix (name "W").
     ``input_grad`` adds dL/dX (layer 0, "dX"). With ``numeric``, central finite differences in float64 check
-    the engine's parameter gradients too (on the evaluation pass: finite differences need a fixed function).
+    the engine's parameter gradients too: of the training pass with every difference taken under the masks the
+    seed draws (finite differences need a fixed function), or of the evaluation pass without dropout.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size: expected at least 1; got {batch_size}")
@@ -60,6 +61,10 @@ def run_parity(config: MLPConfig, batch_size: int = 64, seed: int = 0, numeric: 
     report.rows = weight_rows + report.rows
     report.config = {**config.to_dict(), "batch_size": batch_size, "seed": seed, "input_grad": input_grad}
     if numeric:
-        with torch.inference_mode():
-            report.numeric = check_gradients(engine, X, labels, generator=generator)
+        # With dropout, the training pass with the lockstep's masks (the same seed); without, the evaluation pass,
+        # which is the same function.
+        dropout = bool(config.dropout or config.input_dropout)
+        with rewound_rng(config.torch_device), torch.inference_mode():
+            torch.manual_seed(seed)
+            report.numeric = check_gradients(engine, X, labels, generator=generator, train=dropout)
     return report
