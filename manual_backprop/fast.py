@@ -150,6 +150,7 @@ class FastTrainer:
     def _check_bound(self) -> None:
         if not all(map(operator.is_, self._bound, self.params.values())):
             self._bind()
+            self._graphs = CudaGraphs()  # a captured graph replays on the old tensors
 
     @classmethod
     def from_optimizer_config(cls, config: MLPConfig, params: dict[str, Tensor], optimizer: OptimizerConfig,
@@ -172,6 +173,8 @@ class FastTrainer:
         m = self._check_batch(X, y)
         self._check_bound()
         with torch.inference_mode():
+            if self.momentum:
+                self._momentum_scalar()  # made here, never inside a CUDA graph's capture
             # The NaN/Inf screen of X reads Z_1 inside the eager step (see _screen_inputs); a CUDA graph cannot
             # read a value back mid-step, so there X itself is screened first.
             screen_in_step = self.validate and not self.cuda_graph
@@ -334,12 +337,15 @@ class FastTrainer:
         """The engine SGD's V.mul_(momentum) for each buffer, in one call. The momentum is passed as a 0-dim tensor
         of the buffers' dtype: a Python number would be wrapped into a new tensor for every buffer (about a third
         of the call's time at small batches); the kernel reads both as the same scalar, so the bits are the same."""
+        torch._foreach_mul_(velocities, self._momentum_scalar())
+
+    def _momentum_scalar(self) -> Tensor:
+        """The momentum as a 0-dim tensor of the parameters' dtype and device (made anew if ``momentum`` changed)."""
         value, tensor = self._momentum_tensor
         if value != self.momentum:
-            any_buffer = velocities[0]
-            tensor = torch.tensor(self.momentum, dtype=any_buffer.dtype, device=any_buffer.device)
+            tensor = torch.tensor(self.momentum, dtype=self.config.torch_dtype, device=self.config.torch_device)
             self._momentum_tensor = (self.momentum, tensor)
-        torch._foreach_mul_(velocities, tensor)
+        return tensor
 
     def _fold_into_velocity(self, velocities: list[Tensor], gradients: list[Tensor], scaled: bool = False) -> None:
         """The engine SGD's V <- momentum V + G (V_1 = G) for each pair: its mul_ then add_, through the

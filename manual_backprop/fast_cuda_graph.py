@@ -7,7 +7,7 @@ from torch import Tensor
 
 
 class CudaGraphs:
-    """CUDA graphs of the eager step, one per batch size (recaptured when the lr changes).
+    """CUDA graphs of the eager step, one per batch size (recaptured when the lr or the momentum changes).
 
     A graph replays fixed kernels on fixed addresses: X and y are copied into static buffers, the workspace
     and the parameters are the same tensors every replay, and lr and momentum are baked into the kernels'
@@ -24,7 +24,7 @@ class CudaGraphs:
     def step(self, trainer, X: Tensor, y: Tensor) -> Tensor:
         m = X.shape[0]
         entry = self.graphs.get(m)
-        if entry is not None and entry[0] != trainer.lr:
+        if entry is not None and entry[0] != (trainer.lr, trainer.momentum):
             del self.graphs[m]
             entry = None
         if entry is None and self.eager_steps.get(m, 0) < self.WARMUP_STEPS:
@@ -40,7 +40,7 @@ class CudaGraphs:
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
                 static_loss = trainer._eager_step(static_X, static_y, trainer._workspace(m))
-            entry = self.graphs[m] = (trainer.lr, graph, static_X, static_y, static_loss)
+            entry = self.graphs[m] = ((trainer.lr, trainer.momentum), graph, static_X, static_y, static_loss)
         _, graph, static_X, static_y, static_loss = entry
         static_X.copy_(X)
         static_y.copy_(y)

@@ -8,7 +8,6 @@ import torch
 
 from manual_backprop.config import HIDDEN_ACTIVATIONS, INITS, LOSSES, POINTWISE_ACTIVATIONS, MLPConfig
 from manual_backprop.model import MLP, init_parameters
-from torch_reference.compare import compare_records, policy_for
 from torch_reference.parity import run_parity, synthetic_batch
 from torch_reference.twin import TwinMLP
 
