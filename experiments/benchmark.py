@@ -25,8 +25,8 @@ import time
 
 import torch
 
-from experiments.benchmark_variants import (CPU_MEMORY_METHOD, CUDA_MEMORY_METHOD, VARIANTS, build_variant,
-                                            peak_step_bytes, sgd_momentum)
+from experiments.benchmark_variants import (CPU_MEMORY_METHOD, CUDA_MEMORY_METHOD, DEFAULT_VARIANTS, VARIANTS,
+                                            build_variant, peak_step_bytes, sgd_momentum)
 from experiments.parity import parse_sizes, resolve_device
 from manual_backprop.config import MLPConfig
 from manual_backprop.model import init_parameters
@@ -138,6 +138,8 @@ def ratios(row: dict) -> dict:
             "fast/gemm_floor": ratio(ms["fast"], ms["gemm_floor"]),
             "peak fast/autograd": ratio(row["peak_bytes"]["fast"], row["peak_bytes"]["autograd"]),
             "autograd/fast_low_memory": ratio(ms["autograd"], ms["fast_low_memory"]),
+            "autograd/fast_fused": ratio(ms["autograd"], ms["fast_fused"]),
+            "autograd/fast_fused paired median": paired_ratio(row, "autograd", "fast_fused"),
             "peak fast_low_memory/autograd": ratio(row["peak_bytes"]["fast_low_memory"], row["peak_bytes"]["autograd"])}
 
 
@@ -236,14 +238,16 @@ def build_parser() -> argparse.ArgumentParser:
                              "0.9); the fast path runs sgd and momentum only")
     parser.add_argument("--lr", type=float, default=LR, help="learning rate")
     parser.add_argument("--batch-sizes", default=DEFAULT_BATCH_SIZES, help="comma-separated batch sizes")
-    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated subset of " + ",".join(VARIANTS))
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                        help="comma-separated subset of " + ",".join(VARIANTS))
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per variant; the best is reported")
     parser.add_argument("--min-seconds", type=float, default=0.2, help="length of one timed run")
     parser.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--fuse-velocity", action="store_true",
-                        help="fast path: the GEMM writes the momentum buffer (not bitwise; see manual_backprop/fast.py)")
+                        help="fast path: the GEMM writes the momentum buffer (not bitwise; see manual_backprop/fast.py); "
+                             "--variants fast,fast_fused,... times both forms in one run instead")
     parser.add_argument("--epoch-batch-size", type=int, default=64, help="batch size of the MNIST epoch; 0 skips it")
     parser.add_argument("--epoch-repeats", type=int, default=3,
                         help="epochs per variant, taking turns; the fastest counts")
@@ -297,7 +301,7 @@ def main(argv=None) -> int:
     for row in result["rows"]:
         row["ratios"] = ratios(row)
     if args.epoch_batch_size:
-        epoch_names = [name for name in ("reference", "fast", "autograd") if name in names]
+        epoch_names = [name for name in ("reference", "fast", "fast_fused", "autograd") if name in names]
         try:
             result["epoch"] = epoch_images_per_second(config, epoch_names, args.epoch_batch_size, args.epoch_dataset,
                                                       args.data_dir, args.fuse_velocity, optimizer=optimizer,

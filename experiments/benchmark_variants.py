@@ -11,6 +11,8 @@ momentum 0.9):
     fast       manual_backprop.fast.FastTrainer (on CUDA: a CUDA graph of the whole step); SGD with or without
                momentum only (another optimizer raises, and the benchmark reports the variant as not run)
     fast_low_memory  the same with low_memory=True: dW and dA in row blocks from batch 256 on
+    fast_fused the same with fuse_velocity=True: the GEMM writes the new velocity (not bitwise; not run unless
+               asked for with --variants)
     autograd   nn.Sequential + F.cross_entropy + the torch.optim optimizer with torch's own defaults (foreach
                included), as a user writes it
     compiled   the same with the model and loss under torch.compile
@@ -37,7 +39,8 @@ from manual_backprop.optim_config import OptimizerConfig
 from torch_reference.optim_twin import build_torch_optimizer
 from torch_reference.twin import TwinMLP
 
-VARIANTS = ("reference", "fast", "fast_low_memory", "autograd", "compiled", "gemm_floor")
+VARIANTS = ("reference", "fast", "fast_low_memory", "fast_fused", "autograd", "compiled", "gemm_floor")
+DEFAULT_VARIANTS = tuple(name for name in VARIANTS if name != "fast_fused")
 
 
 def clone_params(params: dict) -> dict:
@@ -156,8 +159,9 @@ def build_variant(name: str, config: MLPConfig, params: dict, X, y, optimizer: O
                         f"{type(optimizer).__name__}")
     if name == "reference":
         return ReferenceStep(config, params, X, y, optimizer)
-    if name in ("fast", "fast_low_memory"):
-        return FastStep(config, params, X, y, optimizer, fuse_velocity, low_memory=name == "fast_low_memory")
+    if name in ("fast", "fast_low_memory", "fast_fused"):
+        return FastStep(config, params, X, y, optimizer, fuse_velocity or name == "fast_fused",
+                        low_memory=name == "fast_low_memory")
     if name in ("autograd", "compiled"):
         return AutogradStep(config, params, X, y, optimizer, compiled=name == "compiled")
     if name == "gemm_floor":

@@ -18,7 +18,7 @@ def test_benchmark_writes_the_issue_schema(tmp_path, capsys):
     write_fake_idx(tmp_path / "idx", n_train=40, n_test=10)
     out = tmp_path / "bench.json"
     assert benchmark.main(["--sizes", "784,12,8,10", "--batch-sizes", "1,5", "--repeats", "1", "--min-seconds",
-                           "0.001", "--variants", "reference,fast,autograd,gemm_floor", "--epoch-batch-size", "16",
+                           "0.001", "--variants", "reference,fast,fast_fused,autograd,gemm_floor", "--epoch-batch-size", "16",
                            "--epoch-dataset", "idx", "--data-dir", str(tmp_path / "idx"), "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert {"config", "device", "threads", "torch", "rows"} <= set(result)
@@ -27,13 +27,14 @@ def test_benchmark_writes_the_issue_schema(tmp_path, capsys):
     for row in result["rows"]:
         assert set(row["ms"]) == set(VARIANTS) and set(row["peak_bytes"]) == set(VARIANTS)
         assert row["ms"]["compiled"] is None and row["peak_bytes"]["compiled"] is None  # not asked for
-        for name in ("reference", "fast", "autograd", "gemm_floor"):
+        for name in ("reference", "fast", "fast_fused", "autograd", "gemm_floor"):
             assert row["ms"][name] > 0 and row["peak_bytes"][name] > 0
+        assert row["ms"]["fast_low_memory"] is None  # not asked for
         assert row["ratios"]["autograd/fast"] == pytest.approx(row["ms"]["autograd"] / row["ms"]["fast"])
         assert row["ms_repeats"]["fast"] == [row["ms"]["fast"]] and row["ms_repeats"]["compiled"] is None
         assert row["ratios"]["autograd/fast paired median"] == pytest.approx(row["ratios"]["autograd/fast"])
     epoch = result["epoch"]
-    assert epoch["images"] == 40 and set(epoch["images_per_s"]) == {"reference", "fast", "autograd"}
+    assert epoch["images"] == 40 and set(epoch["images_per_s"]) == {"reference", "fast", "fast_fused", "autograd"}
     printed = capsys.readouterr().out
     assert "autograd/fast" in printed and "images/s" in printed
 
