@@ -146,3 +146,45 @@ def test_the_paired_ratio_is_the_median_of_the_ratios_within_each_quiet_repeat()
     assert benchmark.paired_ratio({}, "autograd", "fast") is None
     always_busy = {"ms_repeats": {"autograd": [1.0, 2.0], "fast": [2.0, 1.0]}}  # no quiet repeat: all of them
     assert benchmark.quiet_repeats(always_busy) == [0, 1]
+
+
+def test_the_phase_benchmark_covers_the_step_and_leaves_the_weights_alone(tmp_path, capsys):
+    """experiments.benchmark_phases: every phase is timed, the groups add up to the sum, and running the phases
+    many times does not change the trainer's weights or momentum buffers (their calls multiply by 1, add 0)."""
+    from experiments import benchmark_phases
+
+    out = tmp_path / "phases.json"
+    assert benchmark_phases.main(["--sizes", "20,12,8,5", "--batch-sizes", "3,7", "--repeats", "1",
+                                  "--min-seconds", "0.001", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [row["batch_size"] for row in result["rows"]] == [3, 7]
+    for row in result["rows"]:
+        assert {"dW GEMM 1", "dA GEMM 1", "loss and dZ_L", "momentum: W -= lr V"} <= set(row["us"])
+        assert all(us > 0 for us in row["us"].values()) and row["step_us"] > 0
+        assert row["sum_us"] == pytest.approx(sum(row["us"].values()))
+    assert "the whole step" in capsys.readouterr().out
+
+    config = MLPConfig(sizes=(20, 12, 8, 5))
+    params = init_parameters(config, torch.Generator().manual_seed(0))
+    X, y = synthetic_batch(config, 4, torch.Generator().manual_seed(1))
+    trainer = benchmark_phases.FastTrainer(config, params, lr=0.1, momentum=0.9)
+    trainer.step(X, y)
+    trainer.step(X, y)
+    weights = {name: tensor.clone() for name, tensor in params.items()}
+    velocity = trainer.velocity()
+    with torch.inference_mode():
+        for _ in range(3):
+            for _, call in benchmark_phases.phase_calls(trainer, X, y).values():
+                call()
+    assert all(torch.equal(params[name], weights[name]) for name in params)
+    assert all(torch.equal(trainer.velocity()[name], velocity[name]) for name in velocity)
+
+
+def test_the_phase_benchmark_refuses_bad_flags(capsys):
+    from experiments import benchmark_phases
+
+    for argv, flag in ((["--batch-sizes", "0"], "--batch-sizes"), (["--repeats", "0"], "--repeats"),
+                       (["--sizes", "10,3"], "--sizes"), (["--min-seconds", "0"], "--min-seconds")):
+        with pytest.raises(SystemExit):
+            benchmark_phases.main(argv)
+        assert flag in capsys.readouterr().err
