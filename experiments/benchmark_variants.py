@@ -1,8 +1,9 @@
 """The training steps the benchmark times, and how it measures a step's peak memory.
 
 Each variant trains its own copy of the same initial weights on one fixed batch and offers ``step()`` (forward,
-loss, backward, the optimizer's update) and ``release()`` (drop what it keeps between steps besides the parameters and the
-optimizer state, so that the peak of the next step counts it: the fast path's workspace, autograd's .grad).
+loss, backward, the optimizer's update) and ``release()`` (drop what it keeps between steps besides the
+parameters and the optimizer state, so that the peak of the next step counts it: the fast path's workspace,
+autograd's .grad).
 
 Every variant's optimizer is built from one ``OptimizerConfig`` (``sgd_momentum`` gives the default SGD with
 momentum 0.9):

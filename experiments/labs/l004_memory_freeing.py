@@ -40,7 +40,8 @@ def run(args, report) -> None:
     generator = torch.Generator().manual_seed(args.seed)
     params = init_parameters(config, generator)
     X, y = synthetic_batch(config, batch_size, generator)
-    variants = {name: build_variant(name, config, params, X, y, sgd_momentum(LR, MOMENTUM)) for name in ("reference", "fast", "autograd")}
+    variants = {name: build_variant(name, config, params, X, y, sgd_momentum(LR, MOMENTUM))
+                for name in ("reference", "fast", "autograd")}
     peaks = {name: peak_step_bytes(variant, torch.device("cpu")) for name, variant in variants.items()}
     parameter_bytes = sum(tensor.numel() * tensor.element_size() for tensor in params.values())
     report.say(f"{'-'.join(map(str, config.sizes))}, batch {batch_size}: parameters {parameter_bytes / 1024:,.0f} KiB")
