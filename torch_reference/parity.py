@@ -61,8 +61,8 @@ def run_parity(config: MLPConfig, batch_size: int = 64, seed: int = 0, numeric: 
     report.rows = weight_rows + report.rows
     report.config = {**config.to_dict(), "batch_size": batch_size, "seed": seed, "input_grad": input_grad}
     if numeric:
-        # With dropout, the training pass with the lockstep's masks (the same seed); without, the evaluation pass,
-        # which is the same function.
+        # With dropout, the training pass, its masks drawn from the lockstep's seed (the float64 copy draws the same
+        # masks as the model on this CPU); without dropout, the evaluation pass, which is the same function.
         dropout = bool(config.dropout or config.input_dropout)
         with rewound_rng(config.torch_device), torch.inference_mode():
             torch.manual_seed(seed)
