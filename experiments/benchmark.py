@@ -258,13 +258,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_batch_sizes(text: str) -> list[int]:
+    """"1,16,64" -> [1, 16, 64]; a ValueError naming --batch-sizes for anything else."""
+    try:
+        batch_sizes = [int(part) for part in text.split(",")]
+    except ValueError:
+        batch_sizes = []
+    if not batch_sizes or min(batch_sizes) < 1:
+        raise ValueError(f"--batch-sizes: expected comma-separated positive integers; got {text!r}")
+    return batch_sizes
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        batch_sizes = [int(part) for part in args.batch_sizes.split(",")]
-        if min(batch_sizes) < 1:
-            raise ValueError(f"--batch-sizes: expected positive integers; got {args.batch_sizes!r}")
+        batch_sizes = parse_batch_sizes(args.batch_sizes)
         names = [name for name in args.variants.split(",") if name]
         unknown = sorted(set(names) - set(VARIANTS))
         if unknown or not names:

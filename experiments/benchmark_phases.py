@@ -25,6 +25,7 @@ from typing import Callable
 
 import torch
 
+from experiments.benchmark import parse_batch_sizes
 from experiments.parity import parse_sizes
 from manual_backprop.config import MLPConfig
 from manual_backprop.fast import FastTrainer
@@ -134,11 +135,9 @@ def main(argv=None) -> int:
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
     args = parser.parse_args(argv)
     try:
-        batch_sizes = [int(part) for part in args.batch_sizes.split(",")]
-        if not batch_sizes or min(batch_sizes) < 1:
-            raise ValueError
-    except ValueError:
-        parser.error(f"--batch-sizes: expected comma-separated positive integers; got {args.batch_sizes!r}")
+        batch_sizes = parse_batch_sizes(args.batch_sizes)
+    except ValueError as error:
+        parser.error(str(error))
     if args.repeats < 1:
         parser.error(f"--repeats: expected a positive integer; got {args.repeats}")
     if not args.min_seconds > 0:
