@@ -173,7 +173,7 @@ class FastTrainer:
         m = self._check_batch(X, y)
         self._check_bound()
         with torch.inference_mode():
-            if self.momentum:
+            if self.momentum and self.cuda_graph:
                 self._momentum_scalar()  # made here, never inside a CUDA graph's capture
             # The NaN/Inf screen of X reads Z_1 inside the eager step (see _screen_inputs); a CUDA graph cannot
             # read a value back mid-step, so there X itself is screened first.
