@@ -25,8 +25,15 @@ import time
 
 import torch
 
-from experiments.benchmark_variants import (CPU_MEMORY_METHOD, CUDA_MEMORY_METHOD, DEFAULT_VARIANTS, VARIANTS,
-                                            build_variant, peak_step_bytes, sgd_momentum)
+from experiments.benchmark_variants import (
+    CPU_MEMORY_METHOD,
+    CUDA_MEMORY_METHOD,
+    DEFAULT_VARIANTS,
+    VARIANTS,
+    build_variant,
+    peak_step_bytes,
+    sgd_momentum,
+)
 from experiments.parity import parse_sizes, resolve_device
 from manual_backprop.config import MLPConfig
 from manual_backprop.model import init_parameters

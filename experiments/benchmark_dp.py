@@ -36,7 +36,7 @@ from manual_backprop.config import MLPConfig
 from manual_backprop.data_parallel import DEFAULT_BUCKET_MB, GradientAverager
 from manual_backprop.model import MLP, init_parameters
 from manual_backprop.optim import build_optimizer
-from torch_reference.distributed import free_port
+from side_by_side.process_group import free_port
 from torch_reference.parity import synthetic_batch
 
 LR, MOMENTUM = 1e-3, 0.9

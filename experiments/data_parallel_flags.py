@@ -11,7 +11,7 @@ import argparse
 import os
 
 from manual_backprop.data_parallel import DEFAULT_BUCKET_MB, MODES
-from torch_reference.distributed import DEFAULT_TIMEOUT_S, DataParallel, from_environment, launched_by_torchrun
+from side_by_side.process_group import DEFAULT_TIMEOUT_S, DataParallel, from_environment, launched_by_torchrun
 
 FLAGS = ("dp_mode", "bucket_mb", "dist_timeout")
 

@@ -15,10 +15,9 @@ import sys
 import torch
 
 from experiments.optimizer_flags import add_optimizer_flags, optimizer_config, schedule_config
-
 from manual_backprop.config import HIDDEN_ACTIVATIONS, INITS, LOSSES, MSE_CONVENTIONS, OUTPUT_ACTIVATIONS, MLPConfig
+from side_by_side.training_parity import run_optimizer_parity
 from torch_reference.parity import run_parity
-from torch_reference.training_parity import run_optimizer_parity
 
 
 def parse_sizes(text: str) -> tuple[int, ...]:

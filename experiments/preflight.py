@@ -14,7 +14,7 @@ import torch
 
 from manual_backprop.config import MLPConfig
 from manual_backprop.optim_config import OptimizerConfig
-from torch_reference.memory_estimate import available_bytes, estimate, human
+from side_by_side.memory_estimate import available_bytes, estimate, human
 
 SEED_LIMIT = 2 ** 64  # torch.Generator.manual_seed takes 64 bits
 

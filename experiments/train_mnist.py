@@ -22,18 +22,25 @@ from experiments.cli_format import DefaultsOnceFormatter
 from experiments.data_parallel_flags import ArgumentParser, add_data_parallel_flags, start_data_parallel
 from experiments.optimizer_flags import add_optimizer_flags, flag_named_error, optimizer_config, schedule_config
 from experiments.parity import resolve_device
+from experiments.preflight import (
+    existing_checkpoint,
+    lr_fits_dtype,
+    memory_fits,
+    nonempty_path,
+    resume_logdir,
+    seed_in_range,
+    writable_file,
+)
 from experiments.presets import PRESETS, expand_preset
-from experiments.preflight import (existing_checkpoint, lr_fits_dtype, memory_fits, nonempty_path, resume_logdir,
-                                  seed_in_range, writable_file)
 from manual_backprop.config import HIDDEN_ACTIVATIONS, INITS, LOSSES, MSE_CONVENTIONS, MLPConfig
 from mnist_data import STANDARDIZE_MODES, DatasetError, default_data_dir, load_splits
-from torch_reference.checkpoint import CheckpointError
-from torch_reference.distributed import DistributedError
-from torch_reference.guarded_logger import LoggingError
-from torch_reference.run_lock import RunLockError
-from torch_reference.run_logging import new_run_dir
-from torch_reference.tensorboard_layout import auto_log_interval, run_name
-from torch_reference.training import DRY_RUN_BATCHES, DRY_RUN_EVAL_IMAGES, TrainingError, TrainSettings, train
+from side_by_side.checkpoint import CheckpointError
+from side_by_side.guarded_logger import LoggingError
+from side_by_side.process_group import DistributedError
+from side_by_side.run import DRY_RUN_BATCHES, DRY_RUN_EVAL_IMAGES, TrainingError, TrainSettings, train
+from side_by_side.run_directory import RunLockError
+from side_by_side.tensorboard_layout import auto_log_interval, run_name
+from side_by_side.tensorboard_writer import new_run_dir
 
 DEFAULT_LOGDIR = Path(__file__).resolve().parent.parent / "runs"
 

@@ -39,7 +39,6 @@ a step; docs/benchmark.md gives the measured distances.
 
 from __future__ import annotations
 
-import math
 import operator
 
 import torch
@@ -50,36 +49,15 @@ from manual_backprop import losses
 from manual_backprop.activations import get_activation
 from manual_backprop.config import MLPConfig
 from manual_backprop.fast_cuda_graph import CudaGraphs
+from manual_backprop.fast_screen import FAST_LOSSES, POINTWISE, BatchScreen, check_supported  # noqa: F401 (public here)
+from manual_backprop.fast_state import OptimizerStateIO
 from manual_backprop.fast_workspace import Workspace
-from manual_backprop.model import MLP, parameter_names
+from manual_backprop.model import MLP
 from manual_backprop.optim_config import OptimizerConfig
 from manual_backprop.vectorised_exp import vectorised_exp
 
 
-POINTWISE = ("relu", "leaky_relu", "sigmoid", "tanh", "elu", "identity")
-FAST_LOSSES = ("cross_entropy", "mse", "hinge")
-
-
-def check_supported(config: MLPConfig) -> None:
-    """Raise a ValueError naming the setting when the fast path cannot train ``config`` exactly as the reference
-    engine would (those configs train with ``MLP`` + ``manual_backprop.optim``)."""
-    if config.activation not in POINTWISE:
-        raise ValueError(f"activation: the fast path supports {', '.join(POINTWISE)}; got {config.activation!r} "
-                         "(train it with the reference engine)")
-    if config.loss not in FAST_LOSSES:
-        raise ValueError(f"loss: the fast path supports {', '.join(FAST_LOSSES)}; got {config.loss!r} "
-                         "(train it with the reference engine)")
-    if config.output_activation not in POINTWISE + ("softmax",):
-        raise ValueError(f"output_activation: the fast path supports softmax (cross_entropy) and "
-                         f"{', '.join(POINTWISE)}; got {config.output_activation!r}")
-    for name in ("dropout", "input_dropout"):
-        if getattr(config, name, 0.0):
-            raise ValueError(f"{name}: the fast path trains without dropout; got {name}={getattr(config, name)}")
-    if getattr(config, "max_norm", None) is not None:
-        raise ValueError(f"max_norm: the fast path has no max-norm constraint; got max_norm={config.max_norm}")
-
-
-class FastTrainer:
+class FastTrainer(BatchScreen, OptimizerStateIO):
     """Trains ``params`` in place with SGD (momentum optional), one ``step(X, y)`` per batch.
 
     params: {"W1": (n1, n0), "b1": (n1,), ...} the engine's parameters; updated in place (pass
@@ -387,48 +365,6 @@ class FastTrainer:
 
     # --- inputs and buffers -----------------------------------------------------------------------------------
 
-    def _check_batch(self, X: Tensor, y: Tensor) -> int:
-        """The cheap checks every step makes (the value scans are ``validate``'s): X and y are tensors on the
-        model's device, X is (m, n0) in the model's dtype."""
-        config = self.config
-        if not isinstance(X, Tensor) or X.dim() != 2 or X.shape[1] != config.sizes[0] or X.shape[0] == 0:
-            shape = tuple(X.shape) if isinstance(X, Tensor) else type(X).__name__
-            raise ValueError(f"X: expected a batch of shape (m >= 1, {config.sizes[0]}); got {shape}")
-        if X.dtype != config.torch_dtype:
-            raise TypeError(f"X: the model is {config.dtype}; got a {X.dtype} batch")
-        if X.device.type != config.torch_device.type:
-            raise ValueError(f"X: the model is on {config.device}; got a batch on {X.device}")
-        if not isinstance(y, Tensor) or y.shape[:1] != X.shape[:1] or y.device != X.device:
-            raise ValueError(f"y: expected {X.shape[0]} targets on {X.device} to match X; got "
-                             f"{tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__}")
-        return X.shape[0]
-
-    def _screen(self, X: Tensor, y: Tensor, m: int, screen_inputs: bool = True) -> Tensor:
-        """The reference engine's value checks, in fewer ops: the reference's own checks run (and raise with
-        their message) only when a cheap screen finds something. Returns y as the loss needs it.
-        screen_inputs: screen X here (else the eager step screens Z_1, see _screen_inputs)."""
-        if self.validate and screen_inputs and not math.isfinite(float(X.sum())):  # NaN and Inf propagate
-            self._checker.check_inputs(X)  # finds the entry; passes a finite batch whose sum overflowed
-        if self.config.loss == "mse" or y.dtype != torch.int64 or y.dim() != 1:
-            return self._checker.check_targets(y, m)
-        # Cross-entropy on the CPU: nll_loss itself refuses a label outside [0, k) in the forward, before any
-        # update (see _eager_step), so the range check is left to it; a CUDA kernel would assert instead.
-        if self.validate and not (self.config.loss == "cross_entropy" and y.device.type == "cpu"):
-            low, high = torch.aminmax(y)
-            if int(low) < 0 or int(high) >= self.config.sizes[-1]:
-                self._checker.check_targets(y, m)
-        return y
-
-    def _screen_inputs(self, X: Tensor, Z_1: Tensor) -> None:
-        """The NaN/Inf screen of X, read from layer 1's pre-activation Z_1 = X W_1^T + b_1 (before the activation
-        and before any update), which has n_1 columns where X has n_0 (784 -> 256 for MNIST: a third of the
-        reads). It finds every batch the reference's check refuses: an Inf or NaN at X[r, j] makes the term
-        X[r, j] W_1[i, j] of every Z_1[r, i] Inf or NaN (Inf * 0 is NaN), and a sum with an Inf or NaN term is
-        never finite. A non-finite sum runs the reference's own check on X, which names the entry, or passes a
-        finite batch (whose Z_1 overflowed, or whose weights have diverged: the reference trains on then too)."""
-        if not math.isfinite(float(Z_1.sum())):
-            self._checker.check_inputs(X)
-
     def _workspace(self, m: int) -> Workspace:
         ws = self._workspaces.get(m)
         if ws is None:
@@ -444,49 +380,3 @@ class FastTrainer:
         """Drop every workspace (and captured graph); the next step allocates its own again."""
         self._workspaces.clear()
         self._graphs = CudaGraphs()
-
-    # --- optimizer state, in the engine's layouts -------------------------------------------------------------
-
-    def velocity(self) -> dict[str, Tensor]:
-        """{"W1": V_W1, "b1": V_b1, ...} copies of the momentum buffers; {} before the first step or without
-        momentum (the engine's SGD has no buffer then either)."""
-        if not self.momentum or not self._velocity_started:
-            return {}
-        return {name: tensor.clone() for name, tensor in self._velocity.items()}
-
-    def load_velocity(self, velocity: dict[str, Tensor]) -> None:
-        """Restore buffers from :meth:`velocity` (an empty dict: start afresh, V_1 = G)."""
-        if not velocity:
-            self._velocity_started = False
-            return
-        if not self.momentum:
-            raise ValueError("velocity: this trainer has momentum 0 and keeps no momentum buffers")
-        names = parameter_names(self.config)
-        if sorted(velocity) != sorted(names):
-            raise ValueError(f"velocity: expected buffers for exactly {names}; got {sorted(velocity)}")
-        for name in names:
-            saved, own = velocity[name], self._velocity[name]
-            if not isinstance(saved, Tensor) or saved.shape != own.shape:
-                raise ValueError(f"velocity[{name!r}]: expected a tensor of shape {tuple(own.shape)}; got "
-                                 f"{tuple(saved.shape) if isinstance(saved, Tensor) else type(saved).__name__}")
-        with torch.inference_mode():
-            for name in names:
-                self._velocity[name].copy_(velocity[name])
-        self._velocity_started = True
-
-    def optimizer_state(self) -> dict[str, dict[str, Tensor]]:
-        """The momentum buffers in ``manual_backprop.optim.Optimizer.state``'s layout:
-        {"W1": {"momentum_buffer": V}, ...} (empty dicts before the first step or without momentum)."""
-        velocity = self.velocity()
-        return {name: ({"momentum_buffer": velocity[name]} if velocity else {})
-                for name in parameter_names(self.config)}
-
-    def load_optimizer_state(self, state: dict[str, dict[str, Tensor]]) -> None:
-        """Take the buffers from an engine optimizer's ``state`` (e.g. ``SGD.state`` after a resume)."""
-        if not isinstance(state, dict):
-            raise TypeError(f"state: expected {{name: {{'momentum_buffer': tensor}}}}; got {type(state).__name__}")
-        buffers = {name: entries["momentum_buffer"] for name, entries in state.items()
-                   if isinstance(entries, dict) and "momentum_buffer" in entries}
-        if buffers and len(buffers) != len(state):
-            raise ValueError(f"state: momentum buffers for only some parameters ({sorted(buffers)})")
-        self.load_velocity(buffers)

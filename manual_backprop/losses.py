@@ -13,7 +13,6 @@ from torch import Tensor
 
 from manual_backprop.vectorised_exp import vectorised_exp
 
-
 # --- softmax fused with cross-entropy (lectures 002, 003, 004) --------------------------------------------
 
 

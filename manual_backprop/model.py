@@ -16,6 +16,7 @@ from manual_backprop import losses
 from manual_backprop.activations import Activation, get_activation
 from manual_backprop.config import MLPConfig
 from manual_backprop.dropout import dropout_backward, dropout_forward
+
 # init_parameters and parameter_names live in init.py; imported here too, where callers have found them so far.
 from manual_backprop.init import init_parameters, parameter_names, parameter_shape  # noqa: F401 (re-exported)
 from manual_backprop.linear import linear_backward, linear_forward
@@ -269,6 +270,7 @@ class MLP:
             layers[-1]["dA"] = dA
             dZ = self.activations[-1].backward_fn(dA, cache.activation_caches[-1])
 
+        dD = None  # dL/dD_l of the layer above, set at the end of each iteration (the output layer has none)
         for layer in range(config.num_layers, 0, -1):
             record = layers[layer - 1]
             if layer < config.num_layers:

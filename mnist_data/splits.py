@@ -16,11 +16,18 @@ import numpy as np
 import torch
 
 from mnist_data.errors import DatasetError, Log
-from mnist_data.idx_format import (NUM_CLASSES, NUM_PIXELS, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS,
-                                   read_image_label_pair, user_idx_paths)
+from mnist_data.idx_format import (
+    NUM_CLASSES,
+    NUM_PIXELS,
+    TEST_IMAGES,
+    TEST_LABELS,
+    TRAIN_IMAGES,
+    TRAIN_LABELS,
+    read_image_label_pair,
+    user_idx_paths,
+)
 from mnist_data.sources import cached_known_dataset
-from mnist_data.standardization import (Statistic, apply_standardization, fit_standardization,
-                                        standardize_mode)
+from mnist_data.standardization import Statistic, apply_standardization, fit_standardization, standardize_mode
 
 DATASET_NAMES = ("mnist", "fashion-mnist", "idx")
 DATA_DIR_ENV = "MANUAL_BACKPROP_DATA"

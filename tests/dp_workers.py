@@ -12,9 +12,9 @@ from manual_backprop.config import MLPConfig
 from manual_backprop.data_parallel import GradientAverager
 from manual_backprop.model import MLP, init_parameters
 from manual_backprop.optim_config import OptimizerConfig, ScheduleConfig
-from torch_reference.distributed import DataParallel
+from side_by_side.model_pair import ModelPair
+from side_by_side.process_group import DataParallel
 from torch_reference.dp_parity import SingleProcessTally, single_process_gradients
-from torch_reference.model_pair import ModelPair
 from torch_reference.parity import synthetic_batch
 from torch_reference.twin import TwinMLP
 

@@ -10,16 +10,16 @@ import sys
 import time
 from pathlib import Path
 
+import dp_workers
 import pytest
 import torch
 import torch.distributed as dist
-
-import dp_workers
 from fake_idx import write_fake_idx
+
 from manual_backprop.config import MLPConfig
 from manual_backprop.data_parallel import GradientAverager, assign_buckets, ready_order
 from manual_backprop.model import init_parameters
-from torch_reference.distributed import DataParallel, free_port
+from side_by_side.process_group import DataParallel, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 needs_gloo = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
@@ -209,7 +209,7 @@ def test_a_rank_that_dies_stops_the_others_and_keeps_the_checkpoint(fake_data, t
     assert process.returncode != 0
     assert "rank 0 of 2: a collective failed at step" in output, output[-3000:]
     assert "the last good checkpoint is" in output
-    from torch_reference.checkpoint import load_checkpoint
+    from side_by_side.checkpoint import load_checkpoint
     state = load_checkpoint(run_dir_of(tmp_path / "runs") / "checkpoint.pt")  # whole and verified
     assert state["world_size"] == 2 and state["global_step"] >= 8
 

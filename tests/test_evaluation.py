@@ -5,7 +5,7 @@ import torch
 
 from manual_backprop.config import MLPConfig
 from manual_backprop.model import MLP, init_parameters
-from torch_reference.evaluation import evaluate_engine, evaluate_twin, predicted_classes
+from side_by_side.evaluation import evaluate_engine, evaluate_twin, predicted_classes
 from torch_reference.twin import TwinMLP
 
 

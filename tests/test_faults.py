@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from fake_idx import write_fake_idx
 
 REPO = Path(__file__).resolve().parent.parent
@@ -122,7 +121,7 @@ def test_a_flipped_byte_inside_a_weight_tensor_is_refused(fake_data, run_copy, c
 def _rewrite(path: Path, change) -> None:
     """Load, change, and save again with fresh checksums: a hand-made checkpoint that passes the checksum test,
     so only the schema can catch it."""
-    from torch_reference.checkpoint_schema import content_checksums
+    from side_by_side.checkpoint_schema import content_checksums
 
     state = torch.load(path, weights_only=True)
     state.pop("checksums")
@@ -165,7 +164,6 @@ def _nan_weight(state):
     (lambda state: state.__setitem__("twin_schedule", [1]), "twin_schedule: expected None or a dict; got [1]"),
 ])
 def test_hand_made_checkpoints_get_a_clear_error_naming_the_field(fake_data, run_copy, capsys, change, message):
-    before = run_copy.read_bytes()
     _rewrite(run_copy, change)
     status, _, err = resume(fake_data, run_copy, capsys)
     assert status == 1, err
@@ -182,7 +180,7 @@ def test_a_checkpoint_without_checksums_is_refused(fake_data, run_copy, capsys):
 
 
 def test_a_state_holding_nan_is_never_written(tmp_path):
-    from torch_reference.checkpoint import CheckpointError, save_checkpoint
+    from side_by_side.checkpoint import CheckpointError, save_checkpoint
 
     path = tmp_path / "checkpoint.pt"
     save_checkpoint(path, {"engine": {"W1": torch.ones(2, 2)}})
@@ -218,7 +216,7 @@ def mount_point(tmp_path):
 def test_a_full_disk_is_a_clear_error_and_the_last_good_checkpoint_survives(fake_data, tmp_path, capsys,
                                                                              mount_point):
     """A 300 KiB tmpfs as --logdir: one checkpoint (~115 KiB) fits, the second (written next to it) does not."""
-    from torch_reference.checkpoint import load_checkpoint
+    from side_by_side.checkpoint import load_checkpoint
 
     logdir = tmp_path / "small"
     logdir.mkdir()
@@ -235,7 +233,7 @@ def test_a_full_disk_is_a_clear_error_and_the_last_good_checkpoint_survives(fake
 
 
 def test_a_checkpoint_write_that_fills_the_disk_removes_its_temporary_file(tmp_path, mount_point):
-    from torch_reference.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+    from side_by_side.checkpoint import CheckpointError, save_checkpoint
 
     small = tmp_path / "small"
     small.mkdir()
@@ -250,7 +248,7 @@ def test_a_checkpoint_write_that_fills_the_disk_removes_its_temporary_file(tmp_p
 
 
 def test_a_failing_tensorboard_writer_is_reported_once_as_such():
-    from torch_reference.guarded_logger import GuardedLogger, LoggingError
+    from side_by_side.guarded_logger import GuardedLogger, LoggingError
 
     class FullDisk:
         closed = False
@@ -324,7 +322,7 @@ def test_a_directory_where_summary_json_goes_is_refused_before_training(fake_dat
 
 def test_a_second_resume_of_the_same_run_fails_at_once_naming_the_holder(fake_data, run_copy, capsys):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from torch_reference.run_lock import RunLock; "
+        [sys.executable, "-c", "import sys, time; from side_by_side.run_directory import RunLock; "
                                "RunLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(120)",
          str(run_copy.parent)], cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
@@ -361,7 +359,7 @@ def test_a_run_that_fails_before_its_first_step_leaves_no_run_directory(fake_dat
 
 
 def test_a_failed_run_never_removes_a_directory_that_held_files_before(tmp_path):
-    from torch_reference.run_lock import RunLock
+    from side_by_side.run_directory import RunLock
 
     kept = tmp_path / "mine"
     kept.mkdir()
@@ -502,7 +500,7 @@ def test_sigterm_stops_with_a_checkpoint_exit_143_and_resumes_bitwise(fake_data,
 def test_ctrl_c_stops_with_a_checkpoint_exit_130_and_a_summary_that_says_interrupted(fake_data, tmp_path, capsys,
                                                                                     monkeypatch):
     """A real SIGINT, sent to this process at the end of the first epoch (deterministic, no timing)."""
-    from torch_reference.training import SideBySideRun
+    from side_by_side.run import SideBySideRun
 
     end_of_epoch = SideBySideRun.end_of_epoch
 
@@ -541,7 +539,7 @@ def test_a_run_never_saves_non_finite_weights(fake_data, tmp_path):
     """The loop stops a diverging run before it saves; this is the last line of defence behind that check."""
     from manual_backprop.config import MLPConfig
     from mnist_data import load_splits
-    from torch_reference.training import SideBySideRun, TrainingError, TrainSettings
+    from side_by_side.run import SideBySideRun, TrainingError, TrainSettings
 
     data = load_splits("idx", fake_data, log=lambda line: None)
     run = SideBySideRun(MLPConfig(sizes=(784, 8, 10)), TrainSettings(epochs=1, batch_size=8), data, tmp_path, {},

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from fake_idx import write_fake_idx
 
 from experiments.labs import __main__ as runner
 from experiments.labs import common
 from experiments.labs.common import all_labs
-from fake_idx import write_fake_idx
 
 LABS = all_labs()
 MNIST_LABS = [name for name, lab in LABS.items() if lab.uses_mnist]

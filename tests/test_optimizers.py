@@ -273,7 +273,7 @@ def test_200_training_steps_bitwise_with_dropout_and_max_norm(name):
     after each of 200 steps every weight, every optimizer state tensor and the lr are bitwise equal (checked with
     torch.equal; the parity report's rows, which also give ulp distances, are exercised in the CLI test)."""
     from manual_backprop.config import MLPConfig
-    from torch_reference.model_pair import ModelPair
+    from side_by_side.model_pair import ModelPair
     from torch_reference.parity import synthetic_batch
 
     config = MLPConfig(sizes=(10, 8, 6, 4), dropout=0.2, max_norm=2.0)

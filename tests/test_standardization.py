@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from fake_idx import write_fake_idx
+
 from mnist_data import PIXEL_STD_FLOOR, STANDARDIZE_MODES, DatasetError, load_splits
 
 ZERO_PIXEL = 0  # top-left corner: 0 in every training image

@@ -30,15 +30,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_idx import write_fake_idx
 from tensorboard.backend.event_processing import event_accumulator as ea
+from tensorboard.plugins.custom_scalar import layout_pb2
+from tensorboard.plugins.custom_scalar import metadata as custom_scalars_metadata
 from tensorboard.plugins.hparams import api_pb2 as hparams_api
 from tensorboard.plugins.hparams import metadata as hparams_metadata
-from tensorboard.plugins.custom_scalar import metadata as custom_scalars_metadata
-from tensorboard.plugins.custom_scalar import layout_pb2
 
-from torch_reference.tensorboard_layout import PARITY_SUMMARY_TAGS, custom_scalars_layout
-
-from fake_idx import write_fake_idx
+from side_by_side.tensorboard_layout import PARITY_SUMMARY_TAGS, custom_scalars_layout
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -331,7 +330,7 @@ def test_misclassified_digits_are_labelled_and_the_twin_has_the_same_grid(full_r
     import torch
     from PIL import Image
 
-    from torch_reference.digit_tiles import labelled_digit_grid
+    from side_by_side.digit_tiles import labelled_digit_grid
 
     # The fake data is not learned perfectly in two epochs by this small network: some test digits stay wrong.
     accuracy = dict(series(full_run.acc["manual"], "accuracy/test"))
@@ -413,7 +412,7 @@ def test_each_invocation_gets_a_new_run_directory_and_nothing_is_overwritten(tmp
 
 
 def test_new_run_dir_adds_a_suffix_instead_of_reusing_a_directory(tmp_path):
-    from torch_reference.run_logging import new_run_dir
+    from side_by_side.tensorboard_writer import new_run_dir
 
     now = datetime(2024, 1, 2, 3, 4, 5)
     made = [new_run_dir(tmp_path, "relu_ce", now=now) for _ in range(3)]

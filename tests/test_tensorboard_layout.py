@@ -16,10 +16,9 @@ from tensorboard.plugins.custom_scalar import layout_pb2
 from tensorboard.plugins.custom_scalar import metadata as custom_scalars_metadata
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
-from torch_reference.digit_tiles import labelled_digit_grid
-from torch_reference.run_logging import RunLogger
-from torch_reference.tensorboard_layout import (PARITY_SUMMARY_TAGS, auto_log_interval, custom_scalars_layout,
-                                                run_name)
+from side_by_side.digit_tiles import labelled_digit_grid
+from side_by_side.tensorboard_layout import PARITY_SUMMARY_TAGS, auto_log_interval, custom_scalars_layout, run_name
+from side_by_side.tensorboard_writer import RunLogger
 
 SIZE_GUIDANCE = {ea.SCALARS: 0, ea.TENSORS: 0, ea.IMAGES: 0}
 DEFAULT_CONFIG = {"sizes": [784, 256, 128, 10], "activation": "relu", "output_activation": "softmax",

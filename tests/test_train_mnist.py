@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from fake_idx import write_fake_idx
 
 REPO = Path(__file__).resolve().parent.parent

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from fake_idx import write_fake_idx
 
 from experiments.train_mnist import main
-from fake_idx import write_fake_idx
 
 OPTIMIZER_ARGS = {
     "sgd": ["--optimizer", "sgd", "--lr", "0.1"],

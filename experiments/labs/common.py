@@ -187,7 +187,7 @@ def new_lab_run_dir(args: argparse.Namespace, lab: str, slug: str = "") -> Path 
     """``<logdir>/<lab>/<YYYYmmdd-HHMMSS>[_slug]``, or None with ``--no-tensorboard``."""
     if args.no_tensorboard:
         return None
-    from torch_reference.run_logging import new_run_dir
+    from side_by_side.tensorboard_writer import new_run_dir
 
     return new_run_dir(Path(args.logdir) / lab, slug or ("fast" if args.fast else "full"))
 

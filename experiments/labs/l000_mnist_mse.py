@@ -26,7 +26,7 @@ from experiments.labs.l000_two_layer_net import course_init
 from manual_backprop.config import MLPConfig
 from manual_backprop.model import MLP
 from manual_backprop.optim import SGD
-from torch_reference.evaluation import evaluate_engine, evaluate_twin
+from side_by_side.evaluation import evaluate_engine, evaluate_twin
 from torch_reference.twin import TwinMLP
 
 

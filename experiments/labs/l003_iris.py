@@ -21,7 +21,7 @@ from experiments.labs.common import Lab, new_lab_run_dir, positive_float, positi
 from manual_backprop.config import MLPConfig
 from manual_backprop.model import MLP
 from manual_backprop.optim import SGD
-from torch_reference.evaluation import evaluate_engine, evaluate_twin
+from side_by_side.evaluation import evaluate_engine, evaluate_twin
 from torch_reference.twin import TwinMLP
 
 F64 = torch.float64

@@ -15,8 +15,8 @@ import torch
 from experiments.labs.common import Lab, load_mnist, new_lab_run_dir, positive_int, writer
 from manual_backprop.config import MLPConfig
 from manual_backprop.optim_config import OptimizerConfig, ScheduleConfig
-from torch_reference.evaluation import evaluate_engine, evaluate_twin
-from torch_reference.model_pair import ModelPair
+from side_by_side.evaluation import evaluate_engine, evaluate_twin
+from side_by_side.model_pair import ModelPair
 
 # Each batch size gets the rate it trains well with (a larger averaged batch tolerates a larger step).
 RATES = {1: 0.01, 64: 0.1, "full": 0.5}

@@ -18,8 +18,13 @@ from pathlib import Path
 
 import torch
 
-from torch_reference.checkpoint_schema import (CheckpointError, content_checksums, validate_for_run,  # noqa: F401
-                                               validate_structure, verify_checksums)
+from side_by_side.checkpoint_schema import (  # noqa: F401
+    CheckpointError,
+    content_checksums,
+    validate_for_run,
+    validate_structure,
+    verify_checksums,
+)
 
 FORMAT_VERSION = 2
 CHECKPOINT_NAME = "checkpoint.pt"

@@ -12,8 +12,8 @@ import torch
 
 from manual_backprop.config import MLPConfig
 from manual_backprop.optim_config import OptimizerConfig, ScheduleConfig
+from side_by_side.model_pair import ModelPair
 from torch_reference.compare import ParityReport, policy_for
-from torch_reference.model_pair import ModelPair
 from torch_reference.parity import synthetic_batch
 
 

@@ -23,12 +23,17 @@ from manual_backprop.optim import build_optimizer
 from manual_backprop.optim_config import OptimizerConfig, ScheduleConfig
 from manual_backprop.record import Record
 from manual_backprop.schedules import LRSchedule
+from side_by_side.process_group import DataParallel
 from torch_reference.compare import compare_records
-from torch_reference.distributed import DataParallel
 from torch_reference.lockstep import lockstep_loss_and_gradients
 from torch_reference.optim_parity import lr_row, state_rows, weight_rows
-from torch_reference.optim_twin import (build_torch_optimizer, build_torch_schedule, current_lr, load_schedule_state,
-                                        schedule_state)
+from torch_reference.optim_twin import (
+    build_torch_optimizer,
+    build_torch_schedule,
+    current_lr,
+    load_schedule_state,
+    schedule_state,
+)
 from torch_reference.twin import TwinMLP
 
 

@@ -28,19 +28,25 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
+import torch
 from tensorboard.compat.proto.summary_pb2 import Summary, SummaryMetadata
 from tensorboard.plugins.hparams import api_pb2 as hparams_api
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData, SessionEndInfo, SessionStartInfo
-import torch
 from torch import Tensor
 from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import make_grid
 
-from torch_reference.digit_tiles import labelled_digit_grid
-from torch_reference.tensorboard_layout import (DETAIL_PREFIX, DIFFERENCE_PREFIX, PARITY_BITWISE_FRACTION,
-                                                PARITY_WORST_REL, PARITY_WORST_ULP, VALIDATION_TAGS,
-                                                custom_scalars_layout)
+from side_by_side.digit_tiles import labelled_digit_grid
+from side_by_side.tensorboard_layout import (
+    DETAIL_PREFIX,
+    DIFFERENCE_PREFIX,
+    PARITY_BITWISE_FRACTION,
+    PARITY_WORST_REL,
+    PARITY_WORST_ULP,
+    VALIDATION_TAGS,
+    custom_scalars_layout,
+)
 
 MODEL_WRITERS = ("manual", "autograd")
 DIFFERENCE_OF = ("loss/", "accuracy/")  # the model curves that get a manual - autograd curve
