@@ -48,7 +48,11 @@ from torch import Tensor
 from manual_backprop import losses
 from manual_backprop.activations import get_activation
 from manual_backprop.config import MLPConfig
+from manual_backprop.constraints import max_norm_
 from manual_backprop.fast_cuda_graph import CudaGraphs
+from manual_backprop.fast_dropout import Dropout
+from manual_backprop.fast_momentum import MomentumSGD
+from manual_backprop.fast_optim import FastOptimizer
 from manual_backprop.fast_screen import FAST_LOSSES, POINTWISE, BatchScreen, check_supported  # noqa: F401 (public here)
 from manual_backprop.fast_state import OptimizerStateIO
 from manual_backprop.fast_workspace import Workspace
@@ -57,13 +61,18 @@ from manual_backprop.optim_config import OptimizerConfig
 from manual_backprop.vectorised_exp import vectorised_exp
 
 
-class FastTrainer(BatchScreen, OptimizerStateIO):
-    """Trains ``params`` in place with SGD (momentum optional), one ``step(X, y)`` per batch.
+class FastTrainer(BatchScreen, OptimizerStateIO, MomentumSGD, Dropout):
+    """Trains ``params`` in place, one ``step(X, y)`` per batch: SGD with momentum on its own tuned route, any
+    other engine optimizer (``optimizer=``) through ``FastOptimizer``; dropout and max-norm as the config says.
 
     params: {"W1": (n1, n0), "b1": (n1,), ...} the engine's parameters; updated in place (pass
         ``MLP.params`` and the MLP sees every update).
     lr, momentum: the engine SGD's V <- momentum V + G, W <- W - lr V (V_1 = G), or W <- W - lr G when
         momentum is 0. ``lr`` may be changed between steps (a schedule).
+    optimizer: an ``OptimizerConfig`` of any engine optimizer (nesterov, adagrad, rmsprop, adam, adamw, SGD with
+        dampening or weight decay): each layer is updated with it as soon as its gradient is final, op for op as
+        manual_backprop.optim (fast_optim.py). Then ``momentum`` must be 0 and ``lr`` is the config's rate unless
+        changed. (``from_optimizer_config`` picks the route.)
     fuse_velocity: let the GEMM write the momentum buffer (or, without momentum, the weights) directly; faster
         and lighter, not bitwise (see the module docstring).
     cuda_graph: on CUDA, capture the whole step in a CUDA graph after two eager warm-up steps of a batch size,
@@ -76,7 +85,7 @@ class FastTrainer(BatchScreen, OptimizerStateIO):
 
     def __init__(self, config: MLPConfig, params: dict[str, Tensor], lr: float, momentum: float = 0.0, *,
                  fuse_velocity: bool = False, cuda_graph: bool = False, validate: bool = True,
-                 low_memory: bool = False):
+                 low_memory: bool = False, optimizer: OptimizerConfig | None = None):
         if not isinstance(config, MLPConfig):
             raise TypeError(f"config: expected an MLPConfig; got {type(config).__name__}")
         for name, value in (("lr", lr), ("momentum", momentum)):
@@ -89,6 +98,11 @@ class FastTrainer(BatchScreen, OptimizerStateIO):
         if cuda_graph and config.torch_device.type != "cuda":
             raise ValueError(f"cuda_graph: CUDA graphs need a CUDA device; the config's device is {config.device!r}")
         check_supported(config)
+        if optimizer is not None and (momentum or fuse_velocity or cuda_graph):
+            raise ValueError("optimizer: the general optimizer route takes its momentum from the OptimizerConfig and "
+                             "has no fuse_velocity or cuda_graph form")
+        if cuda_graph and (config.dropout or config.input_dropout):
+            raise ValueError("cuda_graph: dropout draws new masks every step; a CUDA graph would replay one")
         self.config = config
         self._checker = MLP(config, params)  # checks names, shapes, dtypes and devices, and every batch
         # Layer l's pointwise pair at index l - 1 (None for softmax, which the cross-entropy path fuses).
@@ -110,6 +124,10 @@ class FastTrainer(BatchScreen, OptimizerStateIO):
         self._workspaces: dict[int, Workspace] = {}
         self._graphs = CudaGraphs()
         self._momentum_tensor = (None, None)  # (the momentum it holds, a 0-dim tensor of it): see _scale_velocity
+        self._optimizer = FastOptimizer(optimizer, self.params) if optimizer is not None else None
+        # With dropout the reference checks the whole batch before it draws a mask: so does the step then, that a
+        # refused batch leaves the generator where the reference leaves it (see step).
+        self._draws_masks = bool(config.dropout or config.input_dropout)
         self._bind()
 
     def _bind(self) -> None:
@@ -133,15 +151,19 @@ class FastTrainer(BatchScreen, OptimizerStateIO):
     @classmethod
     def from_optimizer_config(cls, config: MLPConfig, params: dict[str, Tensor], optimizer: OptimizerConfig,
                               **options) -> "FastTrainer":
-        """A trainer for the engine optimizer ``optimizer`` (manual_backprop.optim_config), if the fast path
-        runs it: "sgd" or "momentum" without dampening or weight decay. Raises a ValueError naming the
-        setting otherwise (train those with MLP + manual_backprop.optim)."""
-        if optimizer.name not in ("sgd", "momentum"):
-            raise ValueError(f"optimizer: the fast path runs sgd and momentum; got {optimizer.name!r}")
-        for name in ("dampening", "weight_decay"):
-            if getattr(optimizer, name, None):
-                raise ValueError(f"{name}: the fast path runs SGD without {name}; got {name}={getattr(optimizer, name)}")
-        return cls(config, params, optimizer.lr, optimizer.momentum or 0.0, **options)
+        """A trainer for the engine optimizer ``optimizer`` (manual_backprop.optim_config): "sgd" and "momentum"
+        without dampening or weight decay take the tuned SGD route (``fuse_velocity``, ``cuda_graph`` apply);
+        every other optimizer and setting the general one (``FastOptimizer``)."""
+        if not isinstance(optimizer, OptimizerConfig):
+            raise TypeError(f"optimizer: expected an OptimizerConfig; got {type(optimizer).__name__}")
+        if optimizer.name in ("sgd", "momentum") and not optimizer.dampening and not optimizer.weight_decay:
+            return cls(config, params, optimizer.lr, optimizer.momentum or 0.0, **options)
+        for name in ("fuse_velocity", "cuda_graph"):
+            if options.get(name):
+                raise ValueError(f"{name}: the fast path has this form for sgd and momentum without dampening or "
+                                 f"weight decay only; got {optimizer.slug()}")
+        options = {key: value for key, value in options.items() if key not in ("fuse_velocity", "cuda_graph")}
+        return cls(config, params, optimizer.lr, 0.0, optimizer=optimizer, **options)
 
     # --- the step -------------------------------------------------------------------------------------------
 
@@ -155,20 +177,30 @@ class FastTrainer(BatchScreen, OptimizerStateIO):
                 self._momentum_scalar()  # made here, never inside a CUDA graph's capture
             # The NaN/Inf screen of X reads Z_1 inside the eager step (see _screen_inputs); a CUDA graph cannot
             # read a value back mid-step, so there X itself is screened first.
-            screen_in_step = self.validate and not self.cuda_graph
+            screen_in_step = self.validate and not self.cuda_graph and not self._draws_masks
             if self.validate or self.config.loss == "mse":
                 y = self._screen(X, y, m, screen_inputs=not screen_in_step)
             if self.cuda_graph:
                 return self._graphs.step(self, X, y)
-            return self._eager_step(X, y, self._workspace(m), screen_inputs=screen_in_step)
+            if self._optimizer is not None:
+                self._optimizer.lr = self.lr
+                self._optimizer.start_step()
+            loss = self._eager_step(X, y, self._workspace(m), screen_inputs=screen_in_step)
+            if self.config.max_norm is not None:  # the projection after each update, as the reference run's loop
+                max_norm_(self.params, self.config.max_norm, self.config)
+            return loss
 
     def _eager_step(self, X: Tensor, y: Tensor, ws: Workspace, screen_inputs: bool = False) -> Tensor:
         config = self.config
         L = config.num_layers
         loss_penalty = self._l2_penalty() if config.l2 > 0 else None  # from the weights before any update
 
-        # Forward: keep only each layer's A (in place of its Z) and, for other activations, the pair's cache.
-        A, caches, inputs = X, {}, {0: X}
+        # Forward: keep only each layer's A (in place of its Z) and, for other activations, the pair's cache. With
+        # dropout, inputs[l] is D_l = A_l * noise_l, what layer l + 1 reads, and acts[l] the A_l under it; the masks
+        # are drawn in the reference's order (the input's, then each hidden layer's after its activation).
+        input_p, hidden_p = config.input_dropout, config.dropout
+        D, noise = self._drop(X, input_p, ws.dropout.get(0))
+        A, caches, inputs, acts, noises = D, {}, {0: D}, {0: X}, {0: noise}
         for layer in range(1, L):
             Z = torch.addmm(self._b[layer], A, self._W_T[layer], out=ws.A[layer] if self._relu_hidden else None)
             if layer == 1 and screen_inputs:
@@ -177,6 +209,8 @@ class FastTrainer(BatchScreen, OptimizerStateIO):
                 A = Z.relu_()  # the reference's relu(addmm), in place
             else:
                 A, caches[layer] = self.activations[layer - 1].forward_fn(Z)
+            acts[layer] = A
+            A, noises[layer] = self._drop(A, hidden_p, ws.dropout.get(layer))
             inputs[layer] = A
         Z_out = torch.addmm(self._b[L], A, self._W_T[L], out=ws.out)
         if L == 1 and screen_inputs:
@@ -197,11 +231,11 @@ class FastTrainer(BatchScreen, OptimizerStateIO):
             # multiply of V alone, so doing it before the layer's gradient exists changes no bit (fewer calls).
             self._scale_velocity(self._velocity_list)
         for layer in range(L, 0, -1):
-            A_prev = inputs[layer - 1]
+            below = (inputs[layer - 1], acts[layer - 1], noises[layer - 1])
             if momentum_route:
-                dZ = self._momentum_layer(layer, dZ, A_prev, ws)
+                dZ = self._momentum_layer(layer, dZ, below, ws)
             else:
-                dZ = self._plain_layer(layer, dZ, A_prev, ws, caches)
+                dZ = self._plain_layer(layer, dZ, below, ws, caches)
         if momentum_route:
             # W.add_(V_W, alpha=-lr), b.add_(V_b, alpha=-lr) for every layer in one call, once no dZ needs an
             # old W any more: the same per-tensor add_ on the same operands as updating layer by layer.
@@ -236,13 +270,16 @@ class FastTrainer(BatchScreen, OptimizerStateIO):
         weights = [self.params[f"W{layer}"] for layer in range(1, self.config.num_layers + 1)]
         return self.config.l2 * sum((W * W).sum() for W in weights)
 
-    def _momentum_layer(self, layer: int, dZ: Tensor, A_prev: Tensor, ws: Workspace) -> Tensor | None:
+    def _momentum_layer(self, layer: int, dZ: Tensor, below: tuple, ws: Workspace) -> Tensor | None:
         """ReLU network with momentum: V_l from dW_l = dZ_l^T A_{l-1} and db_l; then dZ_{l-1} = dZ_l W_l * f'
         written over A_{l-1} (which has had its last use). Returns dZ_{l-1}; W_l, b_l <- W_l, b_l - lr V_l waits for
         the end of the step (all layers in one call), since dZ_{l-1} needs the old W_l.
+        below: (D_{l-1} the tensor layer l read, A_{l-1}, the dropout noise_{l-1} or None); without dropout
+        D_{l-1} is A_{l-1}. With dropout dA_{l-1} = dD_{l-1} * noise_{l-1} (dropout_backward, in place).
 
         The velocity comes first because it needs A_{l-1} and not W_l, and dZ_{l-1} needs the old W_l and not
         A_{l-1}'s values: so no Z is stored, and dW and dA share one scratch for every layer."""
+        A_prev, A_under, noise = below
         W, V_W, V_b = self._W[layer], self._V_W[layer], self._V_b[layer]
         db = torch.sum(dZ, 0, out=ws.db[layer])
         if self.fused:
@@ -263,14 +300,16 @@ class FastTrainer(BatchScreen, OptimizerStateIO):
         if layer == 1:
             return None  # W_l, b_l <- W_l, b_l - lr V_l for every layer at the end of _eager_step
         if ws.dA[layer] is not None:  # dA_{l-1} whole
-            self._relu_delta(A_prev, torch.mm(dZ, W, out=ws.dA[layer]), ws.zero_A[layer])
+            dA = torch.mm(dZ, W, out=ws.dA[layer])
+            self._relu_delta(A_under, dA if noise is None else dA.mul_(noise), ws.zero_A[layer])
         else:  # low_memory: blocks of batch rows
             m, n_in = A_prev.shape
             for start in range(0, m, ws.row_chunk):
                 block = slice(start, start + ws.row_chunk)
                 dA = torch.mm(dZ[block], W, out=ws.view(ws.scratch, min(ws.row_chunk, m - start), n_in))
-                self._relu_delta(A_prev[block], dA, ws.zero.expand_as(dA))
-        return A_prev
+                self._relu_delta(A_under[block], dA if noise is None else dA.mul_(noise[block]),
+                                 ws.zero.expand_as(dA))
+        return A_under
 
     def _add_l2_gradient(self, dW: Tensor, W: Tensor, ws: Workspace) -> Tensor:
         """dW + l2 * (2 * W) in place, the reference's penalty gradient rounded the same way (a no-op without L2);
@@ -279,9 +318,12 @@ class FastTrainer(BatchScreen, OptimizerStateIO):
             dW.add_(torch.mul(W, 2, out=ws.view(ws.l2_term, *dW.shape)).mul_(self.config.l2))
         return dW
 
-    def _plain_layer(self, layer: int, dZ: Tensor, A_prev: Tensor, ws: Workspace, caches: dict) -> Tensor | None:
-        """Any other case: dA_{l-1} = dZ_l W_l with the old W_l, then dW_l, db_l and the update right away, then
-        dZ_{l-1} = dA_{l-1} * f'. Returns dZ_{l-1}."""
+    def _plain_layer(self, layer: int, dZ: Tensor, below: tuple, ws: Workspace, caches: dict) -> Tensor | None:
+        """Any other case: dA_{l-1} = dZ_l W_l with the old W_l, then dW_l, db_l and the update of W_l, b_l right
+        away (the optimizer's, FastOptimizer or SGD), so their gradient buffers serve the next layer; then
+        dZ_{l-1} = dA_{l-1} * f' (times the dropout noise first). ``below`` as in _momentum_layer. Returns
+        dZ_{l-1}."""
+        A_prev, A_under, noise = below
         W, b = self._W[layer], self._b[layer]
         dA = None
         if layer > 1:
@@ -291,14 +333,23 @@ class FastTrainer(BatchScreen, OptimizerStateIO):
             self._fused_weight_update(f"W{layer}", W, dZ, A_prev)
         else:
             dW = self._add_l2_gradient(torch.mm(dZ.t(), A_prev, out=ws.dW[layer]), W, ws)
-            self._sgd(f"W{layer}", W, dW)
-        self._sgd(f"b{layer}", b, db)
+            self._update(f"W{layer}", W, dW)
+        self._update(f"b{layer}", b, db)
         if layer == 1:
             return None
+        if noise is not None:
+            dA = dA.mul_(noise)  # dropout_backward's dD * noise, in the buffer
         if self._relu_hidden:
-            self._relu_delta(A_prev, dA, ws.zero_A[layer])
-            return A_prev
+            self._relu_delta(A_under, dA, ws.zero_A[layer])
+            return A_under
         return self.activations[layer - 2].backward_fn(dA, caches[layer - 1])
+
+    def _update(self, name: str, param: Tensor, grad: Tensor) -> None:
+        """The optimizer's update of one parameter from its final gradient (which it may overwrite)."""
+        if self._optimizer is not None:
+            self._optimizer.update(name, param, grad)
+        else:
+            self._sgd(name, param, grad)
 
     @staticmethod
     def _relu_delta(A: Tensor, dA: Tensor, zero: Tensor) -> None:
@@ -311,58 +362,6 @@ class FastTrainer(BatchScreen, OptimizerStateIO):
         mask = A.sign_()
         torch.addcmul(zero, dA, mask, out=mask)
 
-    def _scale_velocity(self, velocities: list[Tensor]) -> None:
-        """The engine SGD's V.mul_(momentum) for each buffer, in one call. The momentum is passed as a 0-dim tensor
-        of the buffers' dtype: a Python number would be wrapped into a new tensor for every buffer (about a third
-        of the call's time at small batches); the kernel reads both as the same scalar, so the bits are the same."""
-        torch._foreach_mul_(velocities, self._momentum_scalar())
-
-    def _momentum_scalar(self) -> Tensor:
-        """The momentum as a 0-dim tensor of the parameters' dtype and device (made anew if ``momentum`` changed)."""
-        value, tensor = self._momentum_tensor
-        if value != self.momentum:
-            tensor = torch.tensor(self.momentum, dtype=self.config.torch_dtype, device=self.config.torch_device)
-            self._momentum_tensor = (self.momentum, tensor)
-        return tensor
-
-    def _fold_into_velocity(self, velocities: list[Tensor], gradients: list[Tensor], scaled: bool = False) -> None:
-        """The engine SGD's V <- momentum V + G (V_1 = G) for each pair: its mul_ then add_, through the
-        _foreach_ calls (one dispatch for the list; on the CPU they loop over the same per-tensor ops).
-        scaled: the mul_ has been done already (_eager_step scales every buffer in one call)."""
-        if self._velocity_started:
-            if not scaled:
-                self._scale_velocity(velocities)
-            torch._foreach_add_(velocities, gradients)
-        else:
-            for velocity, gradient in zip(velocities, gradients):
-                velocity.copy_(gradient)
-
-    def _sgd(self, name: str, param: Tensor, gradient: Tensor) -> None:
-        """manual_backprop.optim.SGD.update for one tensor, op for op."""
-        if self.momentum:
-            self._fold_into_velocity([self._velocity[name]], [gradient])
-            gradient = self._velocity[name]
-        param.add_(gradient, alpha=-self.lr)
-
-    def _fused_velocity(self, velocity: Tensor, W: Tensor, dZ: Tensor, A_prev: Tensor) -> None:
-        """V <- momentum V + dZ^T A (+ 2 l2 W) with the GEMM adding momentum V itself: no dW tensor."""
-        if self._velocity_started:
-            velocity.addmm_(dZ.t(), A_prev, beta=self.momentum)
-        else:
-            torch.mm(dZ.t(), A_prev, out=velocity)
-        if self.config.l2 > 0:
-            velocity.add_(W, alpha=2 * self.config.l2)
-
-    def _fused_weight_update(self, name: str, W: Tensor, dZ: Tensor, A_prev: Tensor) -> None:
-        """The weight update with the GEMM writing into the velocity (or the weights): no dW tensor."""
-        if self.momentum:
-            self._fused_velocity(self._velocity[name], W, dZ, A_prev)
-            W.add_(self._velocity[name], alpha=-self.lr)
-        else:
-            if self.config.l2 > 0:  # W - lr (dZ^T A + 2 l2 W) = (1 - 2 lr l2) W - lr dZ^T A
-                W.mul_(1 - 2 * self.lr * self.config.l2)
-            W.addmm_(dZ.t(), A_prev, alpha=-self.lr)
-
     # --- inputs and buffers -----------------------------------------------------------------------------------
 
     def _workspace(self, m: int) -> Workspace:
@@ -370,6 +369,8 @@ class FastTrainer(BatchScreen, OptimizerStateIO):
         if ws is None:
             ws = self._workspaces[m] = Workspace(self.config, m, self.fused, self._relu_hidden, bool(self.momentum),
                                                   self.low_memory)
+            ws.dropout = self.dropout_buffers(m, self.config.sizes, self.config.input_dropout, self.config.dropout,
+                                              {"dtype": self.config.torch_dtype, "device": self.config.torch_device})
         return ws
 
     def workspace_bytes(self) -> int:

@@ -32,16 +32,11 @@ def check_supported(config: MLPConfig) -> None:
     if config.output_activation not in POINTWISE + ("softmax",):
         raise ValueError(f"output_activation: the fast path supports softmax (cross_entropy) and "
                          f"{', '.join(POINTWISE)}; got {config.output_activation!r}")
-    for name in ("dropout", "input_dropout"):
-        if getattr(config, name, 0.0):
-            raise ValueError(f"{name}: the fast path trains without dropout; got {name}={getattr(config, name)}")
-    if getattr(config, "max_norm", None) is not None:
-        raise ValueError(f"max_norm: the fast path has no max-norm constraint; got max_norm={config.max_norm}")
 
 
 class BatchScreen:
-    """Mixed into ``FastTrainer``: needs ``self.config``, ``self.validate`` and ``self._checker`` (the reference
-    engine's ``InputChecker``)."""
+    """Mixed into ``FastTrainer``: needs ``self.config``, ``self.validate``, ``self._draws_masks`` (dropout is on)
+    and ``self._checker`` (the reference engine's ``InputChecker``)."""
 
     def _check_batch(self, X: Tensor, y: Tensor) -> int:
         """The cheap checks every step makes (the value scans are ``validate``'s): X and y are tensors on the
@@ -69,7 +64,9 @@ class BatchScreen:
             return self._checker.check_targets(y, m)
         # Cross-entropy on the CPU: nll_loss itself refuses a label outside [0, k) in the forward, before any
         # update (see FastTrainer._eager_step), so the range check is left to it; a CUDA kernel would assert instead.
-        if self.validate and not (self.config.loss == "cross_entropy" and y.device.type == "cpu"):
+        # With dropout the labels are checked up front, as the reference checks them before it draws a mask.
+        if self.validate and not (self.config.loss == "cross_entropy" and y.device.type == "cpu"
+                                  and not self._draws_masks):
             low, high = torch.aminmax(y)
             if int(low) < 0 or int(high) >= self.config.sizes[-1]:
                 self._checker.check_targets(y, m)

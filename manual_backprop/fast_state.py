@@ -10,8 +10,9 @@ from manual_backprop.model import parameter_names
 
 
 class OptimizerStateIO:
-    """Mixed into ``FastTrainer``: needs ``self.config``, ``self.momentum``, ``self._velocity`` (name -> buffer)
-    and ``self._velocity_started``."""
+    """Mixed into ``FastTrainer``: needs ``self.config``, ``self.momentum``, ``self._velocity`` (name -> buffer),
+    ``self._velocity_started`` and ``self._optimizer`` (the general route's ``FastOptimizer``, which keeps its own
+    state in the reference's layout, or None)."""
 
     def velocity(self) -> dict[str, Tensor]:
         """{"W1": V_W1, "b1": V_b1, ...} copies of the momentum buffers; {} before the first step or without
@@ -41,14 +42,20 @@ class OptimizerStateIO:
         self._velocity_started = True
 
     def optimizer_state(self) -> dict[str, dict[str, Tensor]]:
-        """The momentum buffers in ``manual_backprop.optim.Optimizer.state``'s layout:
-        {"W1": {"momentum_buffer": V}, ...} (empty dicts before the first step or without momentum)."""
+        """The optimizer state in ``manual_backprop.optim.Optimizer.state``'s layout: on the SGD route
+        {"W1": {"momentum_buffer": V}, ...} (empty dicts before the first step or without momentum); on the
+        general route whatever the reference optimizer keeps ("step", "exp_avg", ...)."""
+        if self._optimizer is not None:
+            return self._optimizer.export_state()
         velocity = self.velocity()
         return {name: ({"momentum_buffer": velocity[name]} if velocity else {})
                 for name in parameter_names(self.config)}
 
     def load_optimizer_state(self, state: dict[str, dict[str, Tensor]]) -> None:
         """Take the buffers from an engine optimizer's ``state`` (e.g. ``SGD.state`` after a resume)."""
+        if self._optimizer is not None:
+            self._optimizer.import_state(state)
+            return
         if not isinstance(state, dict):
             raise TypeError(f"state: expected {{name: {{'momentum_buffer': tensor}}}}; got {type(state).__name__}")
         buffers = {name: entries["momentum_buffer"] for name, entries in state.items()

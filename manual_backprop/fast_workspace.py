@@ -57,6 +57,9 @@ class Workspace:
         # A zero of the buffer's shape with stride 0: addcmul onto it turns the mask product's -0.0 (where
         # dA < 0 and A = 0) into autograd's +0.0 at no memory cost (and faster than a full zeros tensor).
         self.zero = torch.zeros(1, 1, **factory)
+        # {l: (noise_l, D_l)} (m, n_l) for each layer output dropout applies to (0: the input); FastTrainer fills it
+        # (fast_dropout.py).
+        self.dropout: dict[int, tuple[Tensor, Tensor]] = {}
         self._prepare_views(config, m, relu_hidden, momentum, fused)
 
     def _prepare_views(self, config: MLPConfig, m: int, relu_hidden: bool, momentum: bool, fused: bool) -> None:
@@ -96,4 +99,5 @@ class Workspace:
     def nbytes(self) -> int:
         tensors = [*self.A.values(), self.out, self.dZ_out, self.scratch, self.dW_buffer, self.db_buffer, self.l2_term,
                    self.minus_one_over_m, self.zero]
+        tensors += [t for pair in self.dropout.values() for t in pair]
         return sum(t.numel() * t.element_size() for t in tensors if t is not None)
