@@ -24,10 +24,13 @@ report needs it). This module computes the same step for training only, and keep
   number is wrapped into a new tensor for each buffer), and the NaN/Inf screen of X reads Z_1, a third of X's
   size for MNIST (see _screen_inputs).
 
-Supported: every config ``MLPConfig`` accepts (ReLU hidden layers take the fast route; other activations and
-the mse / hinge losses use the reference pairs), SGD with or without momentum (the engine's ``SGD`` without
-dampening, nesterov or weight decay), float32/float64, CPU and CUDA, and on CUDA an optional CUDA graph of the
-whole step. No autograd, like the rest of the engine.
+Supported: every config ``MLPConfig`` accepts but maxout, bce and l1 (ReLU hidden layers take the fast route;
+other activations and the mse / hinge losses use the reference pairs), dropout and input dropout with the
+reference's masks and max-norm after each update (fast_dropout.py); SGD with or without momentum on its tuned
+route, every other engine optimizer and setting (nesterov, adagrad, rmsprop, adam, adamw, weight decay, dampening)
+through ``FastOptimizer`` (fast_optim.py), each layer updated as soon as its gradient is final; float32/float64,
+CPU and CUDA, and on CUDA an optional CUDA graph of the whole step (SGD route, no dropout). No autograd, like the
+rest of the engine.
 
 Parity (tests/test_fast.py): with ``fuse_velocity=False`` (the default) every op is the one the reference engine
 and ``manual_backprop.optim.SGD`` run, on the same operands in the same order, so after any number of steps

@@ -219,3 +219,64 @@ def test_the_update_runs_inside_the_backward_and_reuses_the_gradient_buffer():
     assert [name for name, _ in seen] == ["W3", "b3", "W2", "b2", "W1", "b1"]
     workspace = trainer._workspaces[32]
     assert {ptr for name, ptr in seen if name.startswith("W")} == {workspace.dW_buffer.data_ptr()}
+
+
+# --- dropout and max-norm ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["momentum", "sgd", "adam", "nesterov"])
+# low_memory on the MNIST network (its row blocks of dW have 32 rows; on a toy network they have 2, and a GEMM of 2
+# rows need not round as the whole product does: that form is not bitwise there, with or without dropout).
+@pytest.mark.parametrize("sizes, activation, low_memory, m", [((20, 16, 12, 5), "relu", False, 9),
+                                                              ((784, 256, 128, 10), "relu", True, 300),
+                                                              ((20, 16, 12, 5), "tanh", False, 9)])
+def test_dropout_and_max_norm_bitwise_with_the_reference_masks(name, sizes, activation, low_memory, m):
+    """Dropout on the input and the hidden layers with the masks the reference draws from torch's default generator,
+    max-norm after every update: weights, state and losses bitwise, and the generator left where the reference
+    leaves it."""
+    config = MLPConfig(sizes=sizes, activation=activation, dropout=0.3, input_dropout=0.2, max_norm=0.45)
+    params = init_parameters(config, torch.Generator().manual_seed(0))
+    data = batches(config, STEPS if m < 100 else 3, m=m)
+    schedule = SCHEDULES["cosine-warmup"]
+    ref = reference_run(config, params, data, OPTIMIZERS[name], schedule)
+    ref_generator = torch.get_rng_state()
+    trainer = FastTrainer.from_optimizer_config(config, {n: t.clone() for n, t in params.items()}, OPTIMIZERS[name],
+                                                low_memory=low_memory)
+    trainer, losses = fast_run(config, params, data, OPTIMIZERS[name], schedule, trainer=trainer)
+    assert_bitwise(trainer, losses, *ref)
+    assert torch.equal(torch.get_rng_state(), ref_generator)
+    constrained = torch.linalg.vector_norm(trainer.params["W1"], dim=1)
+    assert 0.449 < constrained.max() <= 0.45  # the bound did bite
+
+
+def test_a_refused_batch_with_dropout_draws_no_mask():
+    """The reference checks X and the labels before it draws a mask; so does the fast step with dropout on."""
+    config = MLPConfig(sizes=(6, 4, 3), dropout=0.5, input_dropout=0.2)
+    params = init_parameters(config, torch.Generator().manual_seed(0))
+    trainer = FastTrainer(config, {n: t.clone() for n, t in params.items()}, 0.1, 0.9)
+    reference = MLP(config, {n: t.clone() for n, t in params.items()})
+    bad_X = torch.rand(2, 6)
+    bad_X[1, 3] = float("nan")
+    for X, y, match in ((bad_X, torch.tensor([0, 1]), "X: contains NaN"),
+                        (torch.rand(2, 6), torch.tensor([0, 3]), "target: labels must lie in")):
+        messages = []
+        for model in (reference, trainer):
+            torch.manual_seed(3)
+            with pytest.raises(ValueError, match=match) as raised:
+                if model is reference:
+                    with torch.inference_mode():
+                        model.loss_and_gradients(X, y, train=True)
+                else:
+                    model.step(X, y)
+            messages.append(str(raised.value))
+            assert torch.equal(torch.get_rng_state(), torch.manual_seed(3).get_state())
+        assert messages[0] == messages[1]
+    for name, tensor in params.items():
+        assert torch.equal(trainer.params[name], tensor)
+
+
+def test_cuda_graphs_and_dropout_are_refused():
+    config = MLPConfig(sizes=(6, 4, 3), dropout=0.5)
+    params = init_parameters(config, torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="cuda_graph"):
+        FastTrainer(config, params, 0.1, 0.9, cuda_graph=True)

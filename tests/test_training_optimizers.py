@@ -173,19 +173,37 @@ def test_record_preset_expands_and_later_flags_override(fake_data, tmp_path, cap
     assert "--preset: expected one of record; got 'fastest'" in capsys.readouterr().err
 
 
-def test_engine_alone_trains_on_the_fast_path_with_the_same_bits(fake_data, tmp_path, capsys):
-    """--no-twin takes manual_backprop/fast.py where it can; its weights equal the side-by-side run's engine's."""
-    args = ["--epochs", "2", "--optimizer", "momentum", "--lr-schedule", "cosine"]
+FAST_PATH_RUNS = {name: [*args] for name, args in OPTIMIZER_ARGS.items()}
+FAST_PATH_RUNS["momentum-cosine"] = ["--optimizer", "momentum", "--lr-schedule", "cosine"]
+FAST_PATH_RUNS["adam-dropout-max-norm"] = REGULARISED
+FAST_PATH_RUNS["record-like"] = ["--dropout", "0.3", "--input-dropout", "0.1", "--max-norm", "1.5",
+                                 "--optimizer", "momentum", "--lr", "0.05", "--lr-schedule", "cosine",
+                                 "--warmup-steps", "3"]
+
+
+@pytest.mark.parametrize("name", list(FAST_PATH_RUNS))
+def test_engine_alone_trains_on_the_fast_path_with_the_same_bits(fake_data, tmp_path, capsys, name):
+    """--no-twin takes manual_backprop/fast.py for every optimizer, schedule, dropout and max-norm; its weights and
+    every optimizer-state tensor equal the side-by-side run's engine's, and a resumed fast run continues bitwise."""
+    args = ["--epochs", "2", *FAST_PATH_RUNS[name]]
     assert run(fake_data, tmp_path / "pair", *args)[0] == 0
     status, alone_dir = run(fake_data, tmp_path / "alone", *args, "--no-twin")
     assert status == 0
     assert "engine: fast path (manual_backprop/fast.py)" in capsys.readouterr().out
     pair = torch.load(next((tmp_path / "pair").iterdir()) / "checkpoint.pt", weights_only=True)
     alone = torch.load(alone_dir / "checkpoint.pt", weights_only=True)
-    for name, tensor in pair["engine"].items():
-        assert torch.equal(tensor, alone["engine"][name]), name
-        assert torch.equal(pair["engine_optimizer"]["state"][name]["momentum_buffer"],
-                           alone["engine_optimizer"]["state"][name]["momentum_buffer"]), name
+
+    def assert_same_engine(a, b):
+        for param, tensor in a["engine"].items():
+            assert torch.equal(tensor, b["engine"][param]), param
+        assert a["engine_optimizer"]["lr"] == b["engine_optimizer"]["lr"]
+        for param, entries in a["engine_optimizer"]["state"].items():
+            assert sorted(entries) == sorted(b["engine_optimizer"]["state"][param]), param
+            for key, tensor in entries.items():
+                assert torch.equal(tensor, b["engine_optimizer"]["state"][param][key]), (param, key)
+
+    assert pair["global_step"] == alone["global_step"] == 12
+    assert_same_engine(pair, alone)
     # resuming a fast-path run continues bitwise too
     status, parts_dir = run(fake_data, tmp_path / "parts", *args, "--no-twin", "--max-steps", "5")
     assert status == 0
@@ -193,11 +211,11 @@ def test_engine_alone_trains_on_the_fast_path_with_the_same_bits(fake_data, tmp_
                  "--hidden", "12", "--batch-size", "16", *args, "--no-twin",
                  "--resume", str(parts_dir / "checkpoint.pt")]) == 0
     resumed = torch.load(parts_dir / "checkpoint.pt", weights_only=True)
-    for name, tensor in alone["engine"].items():
-        assert torch.equal(tensor, resumed["engine"][name]), name
+    assert resumed["global_step"] == 12
+    assert_same_engine(alone, resumed)
 
 
 def test_engine_alone_falls_back_to_the_reference_path_and_says_why(fake_data, tmp_path, capsys):
-    status, _ = run(fake_data, tmp_path / "runs", "--epochs", "1", "--no-twin", "--dropout", "0.2")
+    status, _ = run(fake_data, tmp_path / "runs", "--epochs", "1", "--no-twin", "--activation", "maxout")
     assert status == 0
     assert "engine: reference engine (the fast path does not run this: " in capsys.readouterr().out
