@@ -7,7 +7,7 @@ and the GEMM floor.
 
 A step is forward, loss, backward and the optimizer's update: by default SGD with momentum (lr 0.001, momentum
 0.9); ``--optimizer`` picks another of the engine's optimizers with torch.optim's defaults (the fast path runs
-sgd and momentum only, and is reported as not run for the others). Each time is the
+each of them). Each time is the
 best of ``--repeats`` runs of enough steps to last about ``--min-seconds``; the variants take turns within
 each repeat, so a burst of load from elsewhere hits them alike. Peak memory is that of one step (see
 experiments/benchmark_variants.py for how). Then one full MNIST epoch at ``--epoch-batch-size`` gives images/s
@@ -242,7 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--l2", type=float, default=0.0, help="L2 penalty strength")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default="momentum",
                         help="every variant's optimizer, with torch.optim's defaults (momentum: SGD with momentum "
-                             "0.9); the fast path runs sgd and momentum only")
+                             "0.9); every variant, the fast path included, runs it")
     parser.add_argument("--lr", type=float, default=LR, help="learning rate")
     parser.add_argument("--batch-sizes", default=DEFAULT_BATCH_SIZES, help="comma-separated batch sizes")
     parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),

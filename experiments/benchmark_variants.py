@@ -9,8 +9,8 @@ Every variant's optimizer is built from one ``OptimizerConfig`` (``sgd_momentum`
 momentum 0.9):
 
     reference  the engine's MLP.loss_and_gradients + its manual_backprop.optim optimizer (the readable path)
-    fast       manual_backprop.fast.FastTrainer (on CUDA: a CUDA graph of the whole step); SGD with or without
-               momentum only (another optimizer raises, and the benchmark reports the variant as not run)
+    fast       manual_backprop.fast.FastTrainer with the same optimizer (every engine optimizer; on CUDA, for SGD
+               with or without momentum, a CUDA graph of the whole step)
     fast_low_memory  the same with low_memory=True: dW and dA in row blocks from batch 256 on
     fast_fused the same with fuse_velocity=True: the GEMM writes the new velocity (not bitwise; not run unless
                asked for with --variants)
@@ -70,9 +70,12 @@ class ReferenceStep:
 class FastStep:
     def __init__(self, config: MLPConfig, params: dict, X, y, optimizer: OptimizerConfig,
                  fuse_velocity: bool = False, low_memory: bool = False):
+        # A CUDA graph where the trainer has one (the SGD route without dropout).
+        graph = (config.torch_device.type == "cuda" and FastTrainer.takes_sgd_route(optimizer)
+                 and not (config.dropout or config.input_dropout))
         self.trainer = FastTrainer.from_optimizer_config(config, clone_params(params), optimizer,
                                                          fuse_velocity=fuse_velocity, low_memory=low_memory,
-                                                         cuda_graph=config.torch_device.type == "cuda")
+                                                         cuda_graph=graph)
         self.X, self.y = X, y
 
     def step(self):

@@ -159,7 +159,7 @@ class FastTrainer(BatchScreen, OptimizerStateIO, MomentumSGD, Dropout):
         every other optimizer and setting the general one (``FastOptimizer``)."""
         if not isinstance(optimizer, OptimizerConfig):
             raise TypeError(f"optimizer: expected an OptimizerConfig; got {type(optimizer).__name__}")
-        if optimizer.name in ("sgd", "momentum") and not optimizer.dampening and not optimizer.weight_decay:
+        if cls.takes_sgd_route(optimizer):
             return cls(config, params, optimizer.lr, optimizer.momentum or 0.0, **options)
         for name in ("fuse_velocity", "cuda_graph"):
             if options.get(name):
@@ -167,6 +167,12 @@ class FastTrainer(BatchScreen, OptimizerStateIO, MomentumSGD, Dropout):
                                  f"weight decay only; got {optimizer.slug()}")
         options = {key: value for key, value in options.items() if key not in ("fuse_velocity", "cuda_graph")}
         return cls(config, params, optimizer.lr, 0.0, optimizer=optimizer, **options)
+
+    @staticmethod
+    def takes_sgd_route(optimizer: OptimizerConfig) -> bool:
+        """True for "sgd" and "momentum" without dampening or weight decay (the route with fuse_velocity and CUDA
+        graphs)."""
+        return optimizer.name in ("sgd", "momentum") and not optimizer.dampening and not optimizer.weight_decay
 
     # --- the step -------------------------------------------------------------------------------------------
 

@@ -40,6 +40,9 @@ class FastOptimizer:
         any_param = next(iter(params.values()))
         # One flat scratch for the denominators (sqrt(S) + eps, ...) and the centred second moment.
         self._scratch = torch.empty(largest, dtype=any_param.dtype, device=any_param.device)
+        # Its view in each parameter's shape, made once (at small batches a view costs as much as an op).
+        self._scratch_views = {name: self._scratch[:tensor.numel()].view(tensor.shape)
+                               for name, tensor in params.items()}
         self._step_scalars = ()
         update = {"sgd": self._sgd, "momentum": self._sgd, "nesterov": self._sgd, "adagrad": self._adagrad,
                   "rmsprop": self._rmsprop, "adam": self._adam, "adamw": self._adam}
@@ -50,9 +53,6 @@ class FastOptimizer:
         if not self.config.weight_decay or (name.startswith("b") and not self.config.decay_biases):
             return 0.0
         return self.config.weight_decay
-
-    def _buffer(self, like: Tensor) -> Tensor:
-        return self._scratch[:like.numel()].view(like.shape)
 
     def start_step(self) -> None:
         """Count the step and form the scalars every parameter's update shares (Python floats, as the reference's)."""
@@ -67,11 +67,11 @@ class FastOptimizer:
             self._step_scalars = (self.lr / bias_correction1, bias_correction2_sqrt)
 
     def update(self, name: str, param: Tensor, grad: Tensor) -> None:
-        self.update_fn(param, grad, self.state[name], self._decay[name])
+        self.update_fn(param, grad, self.state[name], self._decay[name], self._scratch_views[name])
 
     # --- the updates, op for op as manual_backprop/optim.py --------------------------------------------------------
 
-    def _sgd(self, param: Tensor, grad: Tensor, state: dict, weight_decay: float) -> None:
+    def _sgd(self, param: Tensor, grad: Tensor, state: dict, weight_decay: float, scratch: Tensor) -> None:
         config = self.config
         if weight_decay:
             grad = grad.add_(param, alpha=weight_decay)  # optim: grad.add(param, alpha=wd)
@@ -84,7 +84,7 @@ class FastOptimizer:
             grad = grad.add_(buffer, alpha=config.momentum) if config.name == "nesterov" else buffer
         param.add_(grad, alpha=-self.lr)
 
-    def _adagrad(self, param: Tensor, grad: Tensor, state: dict, weight_decay: float) -> None:
+    def _adagrad(self, param: Tensor, grad: Tensor, state: dict, weight_decay: float, scratch: Tensor) -> None:
         config = self.config
         if not state:
             state["sum"] = torch.full_like(param, config.initial_accumulator_value)
@@ -92,14 +92,14 @@ class FastOptimizer:
             grad = grad.add_(param, alpha=weight_decay)
         (decayed_lr,) = self._step_scalars
         state["sum"].addcmul_(grad, grad, value=1)
-        std = self._buffer(param)
+        std = scratch
         if config.eps_placement == "course":
             torch.add(state["sum"], config.eps, out=std).sqrt_()
         else:
             torch.sqrt(state["sum"], out=std).add_(config.eps)
         param.addcdiv_(grad, std, value=-decayed_lr)
 
-    def _rmsprop(self, param: Tensor, grad: Tensor, state: dict, weight_decay: float) -> None:
+    def _rmsprop(self, param: Tensor, grad: Tensor, state: dict, weight_decay: float, scratch: Tensor) -> None:
         config = self.config
         if not state:
             state["square_avg"] = torch.zeros_like(param)
@@ -111,7 +111,7 @@ class FastOptimizer:
             grad = grad.add_(param, alpha=weight_decay)
         square_avg = state["square_avg"]
         square_avg.mul_(config.alpha).addcmul_(grad, grad, value=1 - config.alpha)
-        avg = self._buffer(param)
+        avg = scratch
         if config.centered:
             grad_avg = state["grad_avg"]
             grad_avg.lerp_(grad, 1 - config.alpha)
@@ -129,7 +129,7 @@ class FastOptimizer:
         else:
             param.addcdiv_(grad, avg, value=-self.lr)
 
-    def _adam(self, param: Tensor, grad: Tensor, state: dict, weight_decay: float) -> None:
+    def _adam(self, param: Tensor, grad: Tensor, state: dict, weight_decay: float, scratch: Tensor) -> None:
         config = self.config
         beta1, beta2 = config.betas
         if not state:
@@ -151,7 +151,7 @@ class FastOptimizer:
             second_moment = state["max_exp_avg_sq"]
         else:
             second_moment = exp_avg_sq
-        denominator = torch.sqrt(second_moment, out=self._buffer(param)).div_(bias_correction2_sqrt).add_(config.eps)
+        denominator = torch.sqrt(second_moment, out=scratch).div_(bias_correction2_sqrt).add_(config.eps)
         param.addcdiv_(exp_avg, denominator, value=-step_size)
 
     # --- state in and out, in the reference's layout ---------------------------------------------------------------
