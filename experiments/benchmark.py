@@ -3,7 +3,8 @@ and the GEMM floor.
 
     python -m experiments.benchmark                       # 784-256-128-10 ReLU, cross-entropy, batches 1..2048
     python -m experiments.benchmark --batch-sizes 16,128 --repeats 7 --json bench.json
-    python -m experiments.benchmark --optimizer adam  # the reference engine's Adam against torch.optim.Adam
+    python -m experiments.benchmark --optimizer adam  # the fast path's and the engine's Adam against torch.optim.Adam
+    python -m experiments.benchmark --preset record   # one epoch of the record preset: fast, reference, PyTorch
 
 A step is forward, loss, backward and the optimizer's update: by default SGD with momentum (lr 0.001, momentum
 0.9); ``--optimizer`` picks another of the engine's optimizers with torch.optim's defaults (the fast path runs
@@ -25,6 +26,7 @@ import time
 
 import torch
 
+from experiments.benchmark_record import RECORD_VARIANTS, format_record, record_epochs
 from experiments.benchmark_variants import (
     CPU_MEMORY_METHOD,
     CUDA_MEMORY_METHOD,
@@ -261,6 +263,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epoch-dataset", choices=("mnist", "idx"), default="mnist",
                         help="the epoch's data: MNIST, or your own IDX files in --data-dir")
     parser.add_argument("--data-dir", default=None, help="data directory (default: the data module's MNIST cache)")
+    parser.add_argument("--preset", choices=("record",), default=None,
+                        help="instead of the step table: one MNIST epoch of the record preset timed three ways "
+                             "(experiments/benchmark_record.py); --epoch-repeats, --epoch-dataset, --data-dir, "
+                             "--device, --dtype, --threads and --json apply")
+    parser.add_argument("--record-variants", default=",".join(RECORD_VARIANTS),
+                        help="--preset record: comma-separated subset of " + ",".join(RECORD_VARIANTS))
     parser.add_argument("--json", default=None, metavar="PATH", help="also write the results as JSON")
     return parser
 
@@ -302,6 +310,8 @@ def main(argv=None) -> int:
         parser.error(str(error))
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.preset == "record":
+        return record_main(args, parser, config)
     device = config.torch_device
     result = {"config": config.to_dict(), "config_slug": config.slug(), "device": str(device),
               "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -328,6 +338,29 @@ def main(argv=None) -> int:
     print(format_table(result))
     if result.get("epoch_note"):
         print(f"MNIST epoch skipped: {result['epoch_note']}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(result, handle, indent=2)
+    return 0
+
+
+def record_main(args, parser, config: MLPConfig) -> int:
+    """--preset record: the epoch table of experiments/benchmark_record.py."""
+    names = [name for name in args.record_variants.split(",") if name]
+    if not names or set(names) - set(RECORD_VARIANTS):
+        parser.error(f"--record-variants: expected names from {','.join(RECORD_VARIANTS)}; "
+                     f"got {args.record_variants!r}")
+    try:
+        from mnist_data import load_splits
+    except ImportError:  # before the data code moved into its own package
+        from manual_backprop.datasets import load_splits
+    splits = load_splits(args.epoch_dataset, args.data_dir, dtype=config.torch_dtype, device=config.device,
+                         standardize="global")
+    result = record_epochs(splits.train_x, splits.train_y, names, args.epoch_repeats, config.device, config.dtype)
+    result.update({"device": str(config.torch_device), "threads": torch.get_num_threads(), "torch": torch.__version__,
+                   "memory_method": CUDA_MEMORY_METHOD if config.torch_device.type == "cuda" else CPU_MEMORY_METHOD})
+    print(format_record(result))
+    print(f"peak memory: {result['memory_method']}")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(result, handle, indent=2)
