@@ -43,7 +43,7 @@ def record_setup(device: str, dtype: str, train_images: int) -> tuple[MLPConfig,
     config = MLPConfig(sizes=SIZES, dropout=DROPOUT, input_dropout=INPUT_DROPOUT, max_norm=MAX_NORM, dtype=dtype,
                        device=device)
     steps = EPOCHS * -(-train_images // BATCH_SIZE)
-    schedule = ScheduleConfig("cosine", t_max=steps - WARMUP_STEPS, warmup_steps=WARMUP_STEPS)
+    schedule = ScheduleConfig("cosine", t_max=max(steps - WARMUP_STEPS, 1), warmup_steps=WARMUP_STEPS)
     return config, OptimizerConfig("momentum", lr=LR, momentum=MOMENTUM), schedule
 
 
