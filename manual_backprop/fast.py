@@ -49,14 +49,19 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from manual_backprop import losses
-from manual_backprop.activations import get_activation
 from manual_backprop.config import MLPConfig
 from manual_backprop.constraints import max_norm_
 from manual_backprop.fast_cuda_graph import CudaGraphs
 from manual_backprop.fast_dropout import Dropout
 from manual_backprop.fast_momentum import MomentumSGD
 from manual_backprop.fast_optim import FastOptimizer
-from manual_backprop.fast_screen import FAST_LOSSES, POINTWISE, BatchScreen, check_supported  # noqa: F401 (public here)
+from manual_backprop.fast_screen import (  # noqa: F401 (public here)
+    FAST_LOSSES,
+    FLOAT_TARGET_LOSSES,
+    POINTWISE,
+    BatchScreen,
+    check_supported,
+)
 from manual_backprop.fast_state import OptimizerStateIO
 from manual_backprop.fast_workspace import Workspace
 from manual_backprop.model import MLP
@@ -109,10 +114,9 @@ class FastTrainer(BatchScreen, OptimizerStateIO, MomentumSGD, Dropout):
         self.config = config
         self._checker = MLP(config, params)  # checks names, shapes, dtypes and devices, and every batch
         # Layer l's pointwise pair at index l - 1 (None for softmax, which the cross-entropy path fuses).
-        self.activations = [
-            None if config.layer_activation(layer) == "softmax" else
-            get_activation(config.layer_activation(layer), leaky_slope=config.leaky_slope, elu_alpha=config.elu_alpha)
-            for layer in range(1, config.num_layers + 1)]
+        # Layer l's pair at index l - 1, as the reference's (None for a fused output: softmax + cross-entropy,
+        # sigmoid + bce, whose loss reads Z_L).
+        self.activations = self._checker.activations
         self.params = self._checker.params
         self.lr = float(lr)
         self.momentum = float(momentum)
@@ -187,7 +191,7 @@ class FastTrainer(BatchScreen, OptimizerStateIO, MomentumSGD, Dropout):
             # The NaN/Inf screen of X reads Z_1 inside the eager step (see _screen_inputs); a CUDA graph cannot
             # read a value back mid-step, so there X itself is screened first.
             screen_in_step = self.validate and not self.cuda_graph and not self._draws_masks
-            if self.validate or self.config.loss == "mse":
+            if self.validate or self.config.loss in FLOAT_TARGET_LOSSES:
                 y = self._screen(X, y, m, screen_inputs=not screen_in_step)
             if self.cuda_graph:
                 return self._graphs.step(self, X, y)
@@ -263,12 +267,18 @@ class FastTrainer(BatchScreen, OptimizerStateIO, MomentumSGD, Dropout):
             dlog_probs = ws.dZ_out.zero_().scatter_(1, y.unsqueeze(1), ws.minus_one_over_m)
             dZ = torch.addcmul(dlog_probs, vectorised_exp(log_probs), ws.minus_one_over_m, value=-1, out=dlog_probs)
             return loss, dZ
-        # mse / hinge: the reference pairs, on A_L = f(Z_L).
+        if config.loss == "bce":  # sigmoid fused with the loss, on Z_L
+            loss, loss_cache = losses.sigmoid_bce_forward(Z_out, y)
+            return loss, losses.sigmoid_bce_backward(loss_cache)
+        # mse / l1 / hinge: the reference pairs, on A_L = f(Z_L).
         activation = self.activations[-1]
         A_out, cache = activation.forward_fn(Z_out)
         if config.loss == "mse":
             loss, loss_cache = losses.mse_forward(A_out, y, config.mse_convention)
             dA_out = losses.mse_backward(loss_cache)
+        elif config.loss == "l1":
+            loss, loss_cache = losses.l1_forward(A_out, y)
+            dA_out = losses.l1_backward(loss_cache)
         else:
             loss, loss_cache = losses.hinge_forward(A_out, y)
             dA_out = losses.hinge_backward(loss_cache)

@@ -17,14 +17,16 @@ from torch import Tensor
 from manual_backprop.config import MLPConfig
 
 POINTWISE = ("relu", "leaky_relu", "sigmoid", "tanh", "elu", "identity")
-FAST_LOSSES = ("cross_entropy", "mse", "hinge")
+FAST_HIDDEN = POINTWISE + ("maxout",)
+FAST_LOSSES = ("cross_entropy", "mse", "hinge", "bce", "l1")
+FLOAT_TARGET_LOSSES = ("mse", "l1", "bce")  # labels become one-hot rows (check_targets), or float targets
 
 
 def check_supported(config: MLPConfig) -> None:
     """Raise a ValueError naming the setting when the fast path cannot train ``config`` exactly as the reference
     engine would (those configs train with ``MLP`` + ``manual_backprop.optim``)."""
-    if config.activation not in POINTWISE:
-        raise ValueError(f"activation: the fast path supports {', '.join(POINTWISE)}; got {config.activation!r} "
+    if config.activation not in FAST_HIDDEN:
+        raise ValueError(f"activation: the fast path supports {', '.join(FAST_HIDDEN)}; got {config.activation!r} "
                          "(train it with the reference engine)")
     if config.loss not in FAST_LOSSES:
         raise ValueError(f"loss: the fast path supports {', '.join(FAST_LOSSES)}; got {config.loss!r} "
@@ -60,7 +62,7 @@ class BatchScreen:
         screen_inputs: screen X here (else the eager step screens Z_1, see _screen_inputs)."""
         if self.validate and screen_inputs and not math.isfinite(float(X.sum())):  # NaN and Inf propagate
             self._checker.check_inputs(X)  # finds the entry; passes a finite batch whose sum overflowed
-        if self.config.loss == "mse" or y.dtype != torch.int64 or y.dim() != 1:
+        if self.config.loss in FLOAT_TARGET_LOSSES or y.dtype != torch.int64 or y.dim() != 1:
             return self._checker.check_targets(y, m)
         # Cross-entropy on the CPU: nll_loss itself refuses a label outside [0, k) in the forward, before any
         # update (see FastTrainer._eager_step), so the range check is left to it; a CUDA kernel would assert instead.

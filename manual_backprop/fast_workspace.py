@@ -34,7 +34,8 @@ class Workspace:
         factory = {"dtype": config.torch_dtype, "device": config.torch_device}
         sizes = config.sizes
         widest_hidden = max(sizes[1:-1], default=0)
-        largest_W = max(sizes[layer] * sizes[layer - 1] for layer in range(1, config.num_layers + 1))
+        # W_l's shape (sizes[l] * k rows for a maxout layer of k pieces).
+        largest_W = max(rows * cols for rows, cols in map(config.linear_shape, range(1, config.num_layers + 1)))
         self.m = m
         self.A = {layer: torch.empty(m, sizes[layer], **factory) for layer in range(1, config.num_layers)} \
             if relu_hidden else {}
@@ -50,7 +51,8 @@ class Workspace:
             scratch = m * widest_hidden if relu_hidden else 0
         self.scratch = torch.empty(scratch, **factory)
         self.dW_buffer = torch.empty(largest_W, **factory) if not fused and not (momentum and relu_hidden) else None
-        self.db_buffer = torch.empty(max(sizes[1:]), **factory)
+        self.db_buffer = torch.empty(max(config.linear_shape(layer)[0] for layer in range(1, config.num_layers + 1)),
+                                     **factory)
         self.l2_term = torch.empty(largest_W, **factory) if config.l2 > 0 else None
         # The nll gradient's nonzero entry, -1/m rounded in the dtype, as the reference's full(-1)/m.
         self.minus_one_over_m = torch.full((m, 1), -1.0, **factory) / m
@@ -70,11 +72,11 @@ class Workspace:
         in row blocks, or by the GEMM into the velocity); dA[l] (m, n_{l-1}) and zero_A[l] (the stride-0 zero of
         that shape) for l > 1 where dA_{l-1} is formed whole; for ReLU hidden layers dZ[l] (m, n_l), the buffer
         dZ_l is written into (A_l's, or dZ_out for the output layer), and dZ_T[l] its transpose."""
-        sizes, L = config.sizes, config.num_layers
+        L = config.num_layers
         self.db, self.dW, self.dA, self.zero_A, self.dZ, self.dZ_T = {}, {}, {}, {}, {}, {}
         shared = momentum and relu_hidden  # dW_l and dA_{l-1} share the scratch, one at a time
         for layer in range(1, L + 1):
-            n_out, n_in = sizes[layer], sizes[layer - 1]
+            n_out, n_in = config.linear_shape(layer)
             self.db[layer] = self.db_buffer[:n_out]
             if shared and not fused and n_out * n_in <= self.dW_budget:
                 self.dW[layer] = self.view(self.scratch, n_out, n_in)

@@ -280,3 +280,40 @@ def test_cuda_graphs_and_dropout_are_refused():
     params = init_parameters(config, torch.Generator().manual_seed(0))
     with pytest.raises(ValueError, match="cuda_graph"):
         FastTrainer(config, params, 0.1, 0.9, cuda_graph=True)
+
+
+# --- maxout, bce, l1 -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["momentum", "sgd", "adam", "rmsprop-centered-momentum"])
+@pytest.mark.parametrize("overrides", [{"activation": "maxout", "maxout_pieces": 3},
+                                       {"loss": "bce"}, {"loss": "l1"},
+                                       {"activation": "maxout", "loss": "bce", "dropout": 0.2, "max_norm": 0.45},
+                                       {"loss": "l1", "dropout": 0.3, "input_dropout": 0.1, "l2": 0.001}])
+def test_maxout_bce_and_l1_bitwise(name, overrides):
+    config = MLPConfig(sizes=(20, 16, 12, 5), **overrides)
+    params = init_parameters(config, torch.Generator().manual_seed(0))
+    data = batches(config, STEPS)
+    schedule = SCHEDULES["step-warmup"]
+    ref = reference_run(config, params, data, OPTIMIZERS[name], schedule)
+    trainer, losses = fast_run(config, params, data, OPTIMIZERS[name], schedule)
+    assert_bitwise(trainer, losses, *ref)
+
+
+@pytest.mark.parametrize("loss", ["bce", "l1"])
+def test_float_targets_and_bad_targets_as_the_reference(loss):
+    """bce and l1 take labels (made one-hot) or float targets; a bad target is refused with the reference's words."""
+    config = MLPConfig(sizes=(6, 4, 3), loss=loss)
+    params = init_parameters(config, torch.Generator().manual_seed(0))
+    X = torch.rand(4, 6)
+    targets = torch.rand(4, 3)
+    ref = reference_run(config, params, [(X, targets)], OPTIMIZERS["adam"], SCHEDULES["constant"])
+    trainer, losses = fast_run(config, params, [(X, targets)], OPTIMIZERS["adam"], SCHEDULES["constant"])
+    assert_bitwise(trainer, losses, *ref)
+    reference = MLP(config, {n: t.clone() for n, t in params.items()})
+    for bad in (torch.tensor([0, 1, 2, 3]), torch.full((4, 3), float("nan")), torch.rand(4, 2)):
+        with pytest.raises((ValueError, TypeError)) as expected:
+            reference.check_targets(bad, 4)
+        with pytest.raises(type(expected.value)) as raised:
+            trainer.step(X, bad)
+        assert str(raised.value) == str(expected.value)

@@ -179,6 +179,9 @@ FAST_PATH_RUNS["adam-dropout-max-norm"] = REGULARISED
 FAST_PATH_RUNS["record-like"] = ["--dropout", "0.3", "--input-dropout", "0.1", "--max-norm", "1.5",
                                  "--optimizer", "momentum", "--lr", "0.05", "--lr-schedule", "cosine",
                                  "--warmup-steps", "3"]
+FAST_PATH_RUNS["maxout-bce-dropout"] = ["--activation", "maxout", "--maxout-pieces", "3", "--loss", "bce",
+                                        "--dropout", "0.2", "--optimizer", "rmsprop", "--lr", "1e-3"]
+FAST_PATH_RUNS["l1-nesterov"] = ["--loss", "l1", "--optimizer", "nesterov", "--lr", "0.05"]
 
 
 @pytest.mark.parametrize("name", list(FAST_PATH_RUNS))
@@ -213,9 +216,3 @@ def test_engine_alone_trains_on_the_fast_path_with_the_same_bits(fake_data, tmp_
     resumed = torch.load(parts_dir / "checkpoint.pt", weights_only=True)
     assert resumed["global_step"] == 12
     assert_same_engine(alone, resumed)
-
-
-def test_engine_alone_falls_back_to_the_reference_path_and_says_why(fake_data, tmp_path, capsys):
-    status, _ = run(fake_data, tmp_path / "runs", "--epochs", "1", "--no-twin", "--activation", "maxout")
-    assert status == 0
-    assert "engine: reference engine (the fast path does not run this: " in capsys.readouterr().out
