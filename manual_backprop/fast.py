@@ -45,14 +45,13 @@ from __future__ import annotations
 import operator
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from manual_backprop import losses
 from manual_backprop.config import MLPConfig
 from manual_backprop.constraints import max_norm_
 from manual_backprop.fast_cuda_graph import CudaGraphs
 from manual_backprop.fast_dropout import Dropout
+from manual_backprop.fast_loss import LossHead
 from manual_backprop.fast_momentum import MomentumSGD
 from manual_backprop.fast_optim import FastOptimizer
 from manual_backprop.fast_screen import (  # noqa: F401 (public here)
@@ -66,10 +65,9 @@ from manual_backprop.fast_state import OptimizerStateIO
 from manual_backprop.fast_workspace import Workspace
 from manual_backprop.model import MLP
 from manual_backprop.optim_config import OptimizerConfig
-from manual_backprop.vectorised_exp import vectorised_exp
 
 
-class FastTrainer(BatchScreen, OptimizerStateIO, MomentumSGD, Dropout):
+class FastTrainer(BatchScreen, OptimizerStateIO, MomentumSGD, Dropout, LossHead):
     """Trains ``params`` in place, one ``step(X, y)`` per batch: SGD with momentum on its own tuned route, any
     other engine optimizer (``optimizer=``) through ``FastOptimizer``; dropout and max-norm as the config says.
 
@@ -256,39 +254,6 @@ class FastTrainer(BatchScreen, OptimizerStateIO, MomentumSGD, Dropout):
         self._velocity_started = True
         return loss
 
-    def _loss_and_output_delta(self, Z_out: Tensor, y: Tensor, ws: Workspace, caches: dict) -> tuple[Tensor, Tensor]:
-        """(the data loss, dL/dZ_L (m, k)), the reference losses' arithmetic."""
-        config = self.config
-        if config.loss == "cross_entropy":
-            log_probs = torch.log_softmax(Z_out, dim=1)
-            loss = F.nll_loss(log_probs, y)
-            # softmax_cross_entropy_backward: dlog_probs holds -1/m at the labels; its row sum is exactly -1/m,
-            # so the reference's rowsum tensor equals minus_one_over_m. One fused multiply-add per entry.
-            dlog_probs = ws.dZ_out.zero_().scatter_(1, y.unsqueeze(1), ws.minus_one_over_m)
-            dZ = torch.addcmul(dlog_probs, vectorised_exp(log_probs), ws.minus_one_over_m, value=-1, out=dlog_probs)
-            return loss, dZ
-        if config.loss == "bce":  # sigmoid fused with the loss, on Z_L
-            loss, loss_cache = losses.sigmoid_bce_forward(Z_out, y)
-            return loss, losses.sigmoid_bce_backward(loss_cache)
-        # mse / l1 / hinge: the reference pairs, on A_L = f(Z_L).
-        activation = self.activations[-1]
-        A_out, cache = activation.forward_fn(Z_out)
-        if config.loss == "mse":
-            loss, loss_cache = losses.mse_forward(A_out, y, config.mse_convention)
-            dA_out = losses.mse_backward(loss_cache)
-        elif config.loss == "l1":
-            loss, loss_cache = losses.l1_forward(A_out, y)
-            dA_out = losses.l1_backward(loss_cache)
-        else:
-            loss, loss_cache = losses.hinge_forward(A_out, y)
-            dA_out = losses.hinge_backward(loss_cache)
-        return loss, activation.backward_fn(dA_out, cache)
-
-    def _l2_penalty(self) -> Tensor:
-        """losses.l2_forward's value, the same expression."""
-        weights = [self.params[f"W{layer}"] for layer in range(1, self.config.num_layers + 1)]
-        return self.config.l2 * sum((W * W).sum() for W in weights)
-
     def _momentum_layer(self, layer: int, dZ: Tensor, below: tuple, ws: Workspace) -> Tensor | None:
         """ReLU network with momentum: V_l from dW_l = dZ_l^T A_{l-1} and db_l; then dZ_{l-1} = dZ_l W_l * f'
         written over A_{l-1} (which has had its last use). Returns dZ_{l-1}; W_l, b_l <- W_l, b_l - lr V_l waits for
@@ -393,10 +358,14 @@ class FastTrainer(BatchScreen, OptimizerStateIO, MomentumSGD, Dropout):
         return ws
 
     def workspace_bytes(self) -> int:
-        """Bytes held between steps in workspaces (not counting the parameters and the momentum buffers)."""
-        return sum(ws.nbytes() for ws in self._workspaces.values())
+        """Bytes held between steps in workspaces and the optimizer's scratch (not counting the parameters and the
+        optimizer state)."""
+        scratch = self._optimizer.scratch_bytes() if self._optimizer is not None else 0
+        return scratch + sum(ws.nbytes() for ws in self._workspaces.values())
 
     def release_workspaces(self) -> None:
-        """Drop every workspace (and captured graph); the next step allocates its own again."""
+        """Drop every workspace, the optimizer's scratch (and captured graph); the next step allocates them again."""
         self._workspaces.clear()
+        if self._optimizer is not None:
+            self._optimizer.release_scratch()
         self._graphs = CudaGraphs()

@@ -36,13 +36,7 @@ class FastOptimizer:
         self.state: dict[str, dict[str, Tensor]] = {name: {} for name in params}
         self.steps = 0  # completed steps; the step being taken is steps after start_step()
         self._decay = {name: self._weight_decay_for(name) for name in params}
-        largest = max(tensor.numel() for tensor in params.values())
-        any_param = next(iter(params.values()))
-        # One flat scratch for the denominators (sqrt(S) + eps, ...) and the centred second moment.
-        self._scratch = torch.empty(largest, dtype=any_param.dtype, device=any_param.device)
-        # Its view in each parameter's shape, made once (at small batches a view costs as much as an op).
-        self._scratch_views = {name: self._scratch[:tensor.numel()].view(tensor.shape)
-                               for name, tensor in params.items()}
+        self._scratch, self._scratch_views = None, {}  # made by the first step (see _make_scratch)
         self._step_scalars = ()
         update = {"sgd": self._sgd, "momentum": self._sgd, "nesterov": self._sgd, "adagrad": self._adagrad,
                   "rmsprop": self._rmsprop, "adam": self._adam, "adamw": self._adam}
@@ -54,8 +48,29 @@ class FastOptimizer:
             return 0.0
         return self.config.weight_decay
 
+    def _make_scratch(self) -> None:
+        """One flat scratch of the largest parameter's size for the denominators (sqrt(S) + eps, ...) and the centred
+        second moment, and its view in each parameter's shape, made once (at small batches a view costs as much as
+        an op). Not for plain SGD, which needs none."""
+        if self.config.name in ("sgd", "momentum", "nesterov"):
+            return
+        largest = max(tensor.numel() for tensor in self.params.values())
+        any_param = next(iter(self.params.values()))
+        self._scratch = torch.empty(largest, dtype=any_param.dtype, device=any_param.device)
+        self._scratch_views = {name: self._scratch[:tensor.numel()].view(tensor.shape)
+                               for name, tensor in self.params.items()}
+
+    def scratch_bytes(self) -> int:
+        return 0 if self._scratch is None else self._scratch.numel() * self._scratch.element_size()
+
+    def release_scratch(self) -> None:
+        """Drop the scratch (the next step makes it again): a step's peak memory then counts it."""
+        self._scratch, self._scratch_views = None, {}
+
     def start_step(self) -> None:
         """Count the step and form the scalars every parameter's update shares (Python floats, as the reference's)."""
+        if self._scratch is None:
+            self._make_scratch()
         self.steps += 1
         step, config = float(self.steps), self.config
         if config.name == "adagrad":
@@ -67,11 +82,11 @@ class FastOptimizer:
             self._step_scalars = (self.lr / bias_correction1, bias_correction2_sqrt)
 
     def update(self, name: str, param: Tensor, grad: Tensor) -> None:
-        self.update_fn(param, grad, self.state[name], self._decay[name], self._scratch_views[name])
+        self.update_fn(param, grad, self.state[name], self._decay[name], self._scratch_views.get(name))
 
     # --- the updates, op for op as manual_backprop/optim.py --------------------------------------------------------
 
-    def _sgd(self, param: Tensor, grad: Tensor, state: dict, weight_decay: float, scratch: Tensor) -> None:
+    def _sgd(self, param: Tensor, grad: Tensor, state: dict, weight_decay: float, scratch: None) -> None:
         config = self.config
         if weight_decay:
             grad = grad.add_(param, alpha=weight_decay)  # optim: grad.add(param, alpha=wd)
