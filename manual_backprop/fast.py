@@ -50,6 +50,7 @@ from torch import Tensor
 from manual_backprop.config import MLPConfig
 from manual_backprop.constraints import max_norm_
 from manual_backprop.fast_cuda_graph import CudaGraphs
+from manual_backprop.fast_deferred import DeferredUpdate
 from manual_backprop.fast_dropout import Dropout
 from manual_backprop.fast_loss import LossHead
 from manual_backprop.fast_momentum import MomentumSGD
@@ -67,7 +68,7 @@ from manual_backprop.model import MLP
 from manual_backprop.optim_config import OptimizerConfig
 
 
-class FastTrainer(BatchScreen, OptimizerStateIO, MomentumSGD, Dropout, LossHead):
+class FastTrainer(BatchScreen, OptimizerStateIO, MomentumSGD, Dropout, LossHead, DeferredUpdate):
     """Trains ``params`` in place, one ``step(X, y)`` per batch: SGD with momentum on its own tuned route, any
     other engine optimizer (``optimizer=``) through ``FastOptimizer``; dropout and max-norm as the config says.
 
@@ -127,6 +128,7 @@ class FastTrainer(BatchScreen, OptimizerStateIO, MomentumSGD, Dropout, LossHead)
                           if self.momentum else {})
         self._velocity_started = False  # V_0 = 0: the first step sets V_1 = G (a copy, as the engine's clone)
         self._workspaces: dict[int, Workspace] = {}
+        self._split_workspaces: dict[int, Workspace] = {}  # gradients(): the no-momentum layout (dW, dA apart)
         self._graphs = CudaGraphs()
         self._momentum_tensor = (None, None)  # (the momentum it holds, a 0-dim tensor of it): see _scale_velocity
         self._optimizer = FastOptimizer(optimizer, self.params) if optimizer is not None else None
@@ -193,11 +195,12 @@ class FastTrainer(BatchScreen, OptimizerStateIO, MomentumSGD, Dropout, LossHead)
                 y = self._screen(X, y, m, screen_inputs=not screen_in_step)
             if self.cuda_graph:
                 return self._graphs.step(self, X, y)
-            if self._optimizer is not None:
+            deferred = self._defer is not None  # gradients() only: apply_gradients updates
+            if self._optimizer is not None and not deferred:
                 self._optimizer.lr = self.lr
                 self._optimizer.start_step()
             loss = self._eager_step(X, y, self._workspace(m), screen_inputs=screen_in_step)
-            if self.config.max_norm is not None:  # the projection after each update, as the reference run's loop
+            if self.config.max_norm is not None and not deferred:  # after each update, as the reference run's loop
                 max_norm_(self.params, self.config.max_norm, self.config)
             return loss
 
@@ -236,7 +239,7 @@ class FastTrainer(BatchScreen, OptimizerStateIO, MomentumSGD, Dropout, LossHead)
 
         # Backward, lecture 004's order: each layer's gradient is used (for dZ_{l-1} and the update) and then
         # its buffer serves the next layer down. The data X needs no gradient (layer 1 has no dA_0).
-        momentum_route = bool(self.momentum) and self._relu_hidden
+        momentum_route = bool(self.momentum) and self._relu_hidden and self._defer is None
         if momentum_route and self._velocity_started and not self.fused:
             # The engine SGD's V.mul_(momentum) for every buffer in one call, ahead of the adds: an elementwise
             # multiply of V alone, so doing it before the layer's gradient exists changes no bit (fewer calls).
@@ -251,7 +254,8 @@ class FastTrainer(BatchScreen, OptimizerStateIO, MomentumSGD, Dropout, LossHead)
             # W.add_(V_W, alpha=-lr), b.add_(V_b, alpha=-lr) for every layer in one call, once no dZ needs an
             # old W any more: the same per-tensor add_ on the same operands as updating layer by layer.
             torch._foreach_add_(self._bound, self._velocity_list, alpha=-self.lr)
-        self._velocity_started = True
+        if self._defer is None:  # the split step's update (and first velocity) comes in apply_gradients
+            self._velocity_started = True
         return loss
 
     def _momentum_layer(self, layer: int, dZ: Tensor, below: tuple, ws: Workspace) -> Tensor | None:
@@ -329,8 +333,11 @@ class FastTrainer(BatchScreen, OptimizerStateIO, MomentumSGD, Dropout, LossHead)
         return self.activations[layer - 2].backward_fn(dA, caches[layer - 1])
 
     def _update(self, name: str, param: Tensor, grad: Tensor) -> None:
-        """The optimizer's update of one parameter from its final gradient (which it may overwrite)."""
-        if self._optimizer is not None:
+        """The optimizer's update of one parameter from its final gradient (which it may overwrite); in the split
+        step (gradients()), the hand-over instead."""
+        if self._defer is not None:
+            self._hand_over(name, grad)
+        elif self._optimizer is not None:
             self._optimizer.update(name, param, grad)
         else:
             self._sgd(name, param, grad)
@@ -349,10 +356,12 @@ class FastTrainer(BatchScreen, OptimizerStateIO, MomentumSGD, Dropout, LossHead)
     # --- inputs and buffers -----------------------------------------------------------------------------------
 
     def _workspace(self, m: int) -> Workspace:
-        ws = self._workspaces.get(m)
+        momentum_layout = bool(self.momentum) and self._defer is None  # the momentum route's shared scratch
+        workspaces = self._workspaces if self._defer is None else self._split_workspaces
+        ws = workspaces.get(m)
         if ws is None:
-            ws = self._workspaces[m] = Workspace(self.config, m, self.fused, self._relu_hidden, bool(self.momentum),
-                                                  self.low_memory)
+            ws = workspaces[m] = Workspace(self.config, m, self.fused, self._relu_hidden, momentum_layout,
+                                           self.low_memory)
             ws.dropout = self.dropout_buffers(m, self.config.sizes, self.config.input_dropout, self.config.dropout,
                                               {"dtype": self.config.torch_dtype, "device": self.config.torch_device})
         return ws
@@ -361,11 +370,13 @@ class FastTrainer(BatchScreen, OptimizerStateIO, MomentumSGD, Dropout, LossHead)
         """Bytes held between steps in workspaces and the optimizer's scratch (not counting the parameters and the
         optimizer state)."""
         scratch = self._optimizer.scratch_bytes() if self._optimizer is not None else 0
-        return scratch + sum(ws.nbytes() for ws in self._workspaces.values())
+        workspaces = [*self._workspaces.values(), *self._split_workspaces.values()]
+        return scratch + sum(ws.nbytes() for ws in workspaces)
 
     def release_workspaces(self) -> None:
         """Drop every workspace, the optimizer's scratch (and captured graph); the next step allocates them again."""
         self._workspaces.clear()
+        self._split_workspaces.clear()
         if self._optimizer is not None:
             self._optimizer.release_scratch()
         self._graphs = CudaGraphs()

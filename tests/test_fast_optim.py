@@ -317,3 +317,44 @@ def test_float_targets_and_bad_targets_as_the_reference(loss):
         with pytest.raises(type(expected.value)) as raised:
             trainer.step(X, bad)
         assert str(raised.value) == str(expected.value)
+
+
+# --- the split step of data-parallel training ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["momentum", "sgd", "adam", "nesterov"])
+@pytest.mark.parametrize("overrides", [{}, {"dropout": 0.3, "input_dropout": 0.1, "max_norm": 0.45, "l2": 0.001},
+                                       {"activation": "maxout", "loss": "bce"}])
+def test_the_split_step_hands_over_the_reference_gradients_in_its_order(name, overrides):
+    """gradients(on_gradient=...) then apply_gradients(grads), with the gradients changed in between (as an
+    all-reduce would: here halved): the reference's on_gradient order and values, and the same weights and state
+    as the reference's step on the same changed gradients."""
+    from manual_backprop.constraints import max_norm_
+
+    config = MLPConfig(sizes=(20, 16, 12, 5), **overrides)
+    params = init_parameters(config, torch.Generator().manual_seed(0))
+    model = MLP(config, {n: t.clone() for n, t in params.items()})
+    optimizer = build_optimizer(OPTIMIZERS[name], model.params)
+    trainer = FastTrainer.from_optimizer_config(config, {n: t.clone() for n, t in params.items()}, OPTIMIZERS[name])
+    for step, (X, y) in enumerate(batches(config, 4)):
+        seen = {"reference": [], "fast": []}
+        torch.manual_seed(step)
+        with torch.inference_mode():
+            record = model.loss_and_gradients(X, y, train=True,
+                                              on_gradient=lambda n, g: seen["reference"].append((n, g.clone())))
+            grads = {n: g * 0.5 for n, g in record.gradients().items()}
+            optimizer.step(grads)
+            if config.max_norm is not None:
+                max_norm_(model.params, config.max_norm, config)
+        torch.manual_seed(step)
+        loss, fast_grads = trainer.gradients(X, y, on_gradient=lambda n, g: seen["fast"].append((n, g.clone())))
+        assert torch.equal(loss, record.loss)
+        assert sorted(n for n, _ in seen["fast"]) == sorted(n for n, _ in seen["reference"])
+        assert [n[0] for n, _ in seen["fast"]] and [int(n[1:]) for n, _ in seen["fast"]] == sorted(
+            (int(n[1:]) for n, _ in seen["fast"]), reverse=True)  # output layer first
+        reference_seen = dict(seen["reference"])
+        assert all(torch.equal(g, reference_seen[n]) for n, g in seen["fast"])
+        trainer.apply_gradients({n: g.mul_(0.5) for n, g in fast_grads.items()})
+    for param_name in params:
+        assert torch.equal(trainer.params[param_name], model.params[param_name]), param_name
+    assert_state_bitwise(trainer.optimizer_state(), optimizer.state)
