@@ -42,6 +42,11 @@ class DeferredUpdate:
             self._defer, self._on_gradient = None, None
         return loss, self._defer_grads
 
+    def output_scores(self, m: int) -> Tensor:
+        """(m, k) the output layer's Z_L of the last split step of batch size m (the reference checks it for an
+        overflow before the update)."""
+        return self._split_workspaces[m].out
+
     def _hand_over(self, name: str, grad: Tensor) -> None:
         """The split step's ``_update``: keep the final gradient and tell ``on_gradient``."""
         kept = self._defer[name]

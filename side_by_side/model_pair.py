@@ -74,10 +74,13 @@ class ModelPair:
             self.averager = GradientAverager(self.engine.params, data_parallel.mode, data_parallel.bucket_bytes)
             self.path_note = (f"reference engine, data-parallel over {data_parallel.world_size} processes: "
                               f"{self.averager.describe()}")
-        elif not twin:
+        if not twin:
             try:
                 self.fast = FastTrainer.from_optimizer_config(config, self.engine.params, optimizer)
                 self.path_note = "fast path (manual_backprop/fast.py)"
+                if data_parallel is not None:
+                    self.path_note += (f", data-parallel over {data_parallel.world_size} processes: "
+                                       f"{self.averager.describe()}")
             except ValueError as why:
                 self.path_note = f"reference engine (the fast path does not run this: {why})"
         if twin:
@@ -109,6 +112,8 @@ class ModelPair:
         asked, so that all stop at the same step.
         """
         self.engine_optimizer.lr = self.engine_schedule.lr
+        if self.fast is not None and self.dp is not None:
+            return self._fast_data_parallel_step(X, y, stop_requested)
         if self.fast is not None:
             return self._fast_step(X, y)
         on_gradient = None
@@ -195,6 +200,35 @@ class ModelPair:
             raise DivergenceError(f"the manual model's {bad} became non-finite in the update (the loss before it "
                                   f"was {loss})")
         return StepResult(None, None, loss, None)
+
+    def _fast_data_parallel_step(self, X: Tensor, y: Tensor, stop_requested: bool) -> StepResult:
+        """The fast path in a data-parallel run: its gradients, each handed to the averager as soon as it is final
+        (the bucket's all-reduce launches from inside the fast backward), the checks and the agreement of
+        :meth:`step`, then the update from the averaged gradients. The same steps as the reference engine's."""
+        self.fast.lr = self.engine_schedule.lr
+        self.averager.start_step()
+        loss, grads = self.fast.gradients(X, y, on_gradient=self.averager.mark_ready)
+        self.averager.finish(grads)
+        result = StepResult(None, None, loss.item(), None, stop_requested)
+        problem = None
+        if not math.isfinite(result.engine_loss):
+            problem = f"the manual model's loss became {result.engine_loss}; stopping without updating the weights"
+        else:
+            bad = non_finite_parameter({"output scores Z": self.fast.output_scores(X.shape[0]),
+                                        **{f"gradient d{name}": grad for name, grad in grads.items()}})
+            if bad:
+                problem = (f"the manual model's {bad} became non-finite (an overflow: the loss is still "
+                           f"{result.engine_loss}); stopping without updating the weights")
+        problem = self._agree(result, problem)
+        if problem:
+            raise DivergenceError(problem)
+        self.fast.apply_gradients(grads)
+        self.engine_schedule.step()
+        bad = non_finite_parameter(self.engine.params)
+        if bad:
+            raise DivergenceError(f"the manual model's {bad} became non-finite in the update (the loss before it "
+                                  f"was {result.engine_loss})")
+        return result
 
     def twin_params(self) -> dict[str, Tensor]:
         return {name: tensor.detach() for name, tensor in self.twin.engine_parameters().items()} if self.twin else {}

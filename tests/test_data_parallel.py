@@ -188,6 +188,39 @@ def test_torchrun_trains_resumes_bitwise_and_refuses_another_world_size(fake_dat
 
 
 @needs_gloo
+def test_data_parallel_runs_without_the_twin_train_on_the_fast_path_bitwise(fake_data, tmp_path):
+    """torchrun --no-twin: the fast path, its bucketed all-reduces launched from its backward; the weights and every
+    optimizer-state tensor equal the engine's of the side-by-side run (engine + DDP twin, itself bitwise with DDP),
+    with dropout, max-norm and Adam; a fast run stopped after 5 steps and resumed ends bit for bit the same."""
+    flags = ["--epochs", "2", "--dropout", "0.2", "--input-dropout", "0.1", "--max-norm", "1.5", "--optimizer", "adam",
+             "--lr-schedule", "cosine", "--warmup-steps", "3"]
+    pair = torchrun(fake_data, tmp_path / "pair", *flags)
+    assert pair.returncode == 0, pair.stdout + pair.stderr
+    alone = torchrun(fake_data, tmp_path / "alone", *flags, "--no-twin")
+    assert alone.returncode == 0, alone.stdout + alone.stderr
+    assert "engine: fast path (manual_backprop/fast.py), data-parallel over 2 processes: bucketed" in alone.stdout
+    a = torch.load(run_dir_of(tmp_path / "pair") / "checkpoint.pt", weights_only=False)
+    b = torch.load(run_dir_of(tmp_path / "alone") / "checkpoint.pt", weights_only=False)
+
+    def assert_same_engine(a, b):
+        assert a["global_step"] == b["global_step"] == 16
+        for name in a["engine"]:
+            assert torch.equal(a["engine"][name], b["engine"][name]), name
+        for name, entries in a["engine_optimizer"]["state"].items():
+            assert sorted(entries) == sorted(b["engine_optimizer"]["state"][name])
+            for key, tensor in entries.items():
+                assert torch.equal(tensor, b["engine_optimizer"]["state"][name][key]), (name, key)
+
+    assert_same_engine(a, b)
+    part = torchrun(fake_data, tmp_path / "part", *flags, "--no-twin", "--max-steps", "5", "--dp-mode", "simple")
+    assert part.returncode == 0, part.stdout + part.stderr
+    checkpoint = run_dir_of(tmp_path / "part") / "checkpoint.pt"
+    rest = torchrun(fake_data, None, *flags, "--no-twin", "--resume", str(checkpoint))
+    assert rest.returncode == 0, rest.stdout + rest.stderr
+    assert_same_engine(b, torch.load(checkpoint, weights_only=False))
+
+
+@needs_gloo
 def test_a_rank_that_dies_stops_the_others_and_keeps_the_checkpoint(fake_data, tmp_path):
     process = torchrun(fake_data, tmp_path / "runs", "--epochs", "1000", "--checkpoint-every", "8",
                        "--dist-timeout", "20", wait=False)
