@@ -10,7 +10,8 @@ FILE defines four module-level functions (examples/template.py is a copy-ready s
     backward(grad_output, cache) -> {name: gradient}      one per floating-point input
     reference(**inputs) -> output                         the same op with torch ops autograd can differentiate
 
-and optionally ``CONTRACTS = {"*.dW": "bitwise", ...}`` (see docs/check_your_backward.md).
+and optionally ``CONTRACTS = {"*.dW": "bitwise", ...}`` (contracts by tensor name), ``CONSTANTS = ("target",)``
+(floating inputs that get no gradient) and ``NAME = "my_op"`` (see docs/check_your_backward.md).
 
 Exit status: 0 when every contract holds, 1 when one does not, 2 when the file does not follow the convention,
 its code raises, or a gradient has the wrong structure (shape, dtype, name, NaN where the reference has none).
@@ -128,7 +129,7 @@ def run(args) -> int:
     contracts = getattr(module, "CONTRACTS", None)
     name = getattr(module, "NAME", os.path.splitext(os.path.basename(args.file))[0])
     report = check_op(module.forward, module.backward, module.reference, inputs, contracts=contracts,
-                      exact=args.exact, seed=args.seed, name=name)
+                      exact=args.exact, seed=args.seed, name=name, constants=getattr(module, "CONSTANTS", ()))
     print(report.table())
     if report.triage is not None or not report.passed:
         print(report.failure_message().split("\n\n")[0], file=sys.stderr)

@@ -11,7 +11,7 @@ scalar output, so a transposed or mis-summed gradient cannot hide behind an all-
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -94,6 +94,16 @@ def check_gradient_dict(grads, role: str) -> dict:
     return dict(grads)
 
 
+def _check_constants(constants, inputs: Mapping) -> tuple[str, ...]:
+    if isinstance(constants, str):
+        constants = (constants,)
+    constants = tuple(constants)
+    unknown = [name for name in constants if name not in inputs]
+    if unknown:
+        raise CheckError(f"constants: {unknown} are not inputs (inputs: {sorted(inputs)})")
+    return constants
+
+
 def _describe(value) -> str:
     if isinstance(value, (tuple, list)):
         return f"a {type(value).__name__} of {len(value)}"
@@ -101,18 +111,18 @@ def _describe(value) -> str:
 
 
 def reference_pass(reference: Callable, inputs: Mapping, upstream: tuple[Tensor, ...] | None, dtype, seed: int,
-                   role: str = "the reference"):
+                   role: str = "the reference", constants=()):
     """Run ``reference`` under autograd on copies of ``inputs`` in ``dtype``; returns (outputs, {name: grad},
     upstream) with the upstream gradient drawn from ``seed`` when not given (in the reference's output dtype)."""
     leaves = {name: cast(value, dtype) for name, value in inputs.items()}
-    for value in leaves.values():
-        if differentiable(value):
-            value.requires_grad_(True)
+    wanted_names = [name for name, value in leaves.items() if differentiable(value) and name not in constants]
+    for name in wanted_names:
+        leaves[name].requires_grad_(True)
     with torch.enable_grad():
         outputs = as_tuple(call_user(role, reference, **leaves), role)
         if upstream is None:
             upstream = upstream_gradients(outputs, seed)
-        wanted = [value for value in leaves.values() if differentiable(value)]
+        wanted = [leaves[name] for name in wanted_names]
         connected = [(output, grad.to(output.dtype)) for output, grad in zip(outputs, upstream)
                      if output.requires_grad]
         if not connected:
@@ -121,9 +131,8 @@ def reference_pass(reference: Callable, inputs: Mapping, upstream: tuple[Tensor,
                              f"numpy?)")
         grads = torch.autograd.grad([output for output, _ in connected], wanted,
                                     grad_outputs=[grad for _, grad in connected], allow_unused=True)
-    names = [name for name, value in leaves.items() if differentiable(value)]
     gradients = {name: (grad if grad is not None else torch.zeros_like(leaves[name])).detach()
-                 for name, grad in zip(names, grads)}
+                 for name, grad in zip(wanted_names, grads)}
     return tuple(output.detach() for output in outputs), gradients, upstream
 
 
@@ -138,7 +147,8 @@ def user_pass(forward: Callable, backward: Callable, inputs: Mapping, upstream, 
 
 
 def check_op(forward: Callable, backward: Callable, reference: Callable, inputs: Mapping, *,
-             contracts=None, exact: bool = False, grad_output=None, seed: int = 0, name: str = "op") -> Report:
+             contracts=None, exact: bool = False, grad_output=None, seed: int = 0, name: str = "op",
+             constants: Sequence[str] = ()) -> Report:
     """Check one op: the user's forward and backward against ``reference`` under autograd, at the inputs' dtype.
 
     inputs: {name: value}; floating tensors are differentiated (all of one dtype, float32 or float64), integer
@@ -146,6 +156,7 @@ def check_op(forward: Callable, backward: Callable, reference: Callable, inputs:
     contracts: {pattern: contract} by row name (``"op.dx"``, ``"*.dW"``), or one contract for all; default:
         the noise floor in float32, normwise 1e-10 in float64. ``exact``: every row bitwise by default.
     grad_output: the upstream gradient (a tensor, or a tuple for several outputs); default drawn from ``seed``.
+    constants: names of floating inputs that get no gradient (regression targets, running statistics).
     Returns a Report; raises CheckError (UserCodeError when the user's code or the reference raised) when the
     check cannot be made.
     """
@@ -159,11 +170,12 @@ def check_op(forward: Callable, backward: Callable, reference: Callable, inputs:
     if len(devices) > 1:
         raise CheckError(f"inputs: tensors on several devices {sorted(map(str, devices))}; put them on one")
     device = devices.pop()
+    constants = _check_constants(constants, inputs)
     book = ContractBook(contracts, exact)
     upstream = None if grad_output is None else as_tuple(grad_output, "grad_output")
-    ref_out, ref_grads, upstream = reference_pass(reference, inputs, upstream, dtype, seed)
+    ref_out, ref_grads, upstream = reference_pass(reference, inputs, upstream, dtype, seed, constants=constants)
     ref64_out, ref64_grads, _ = reference_pass(reference, inputs, tuple(g.double() for g in upstream),
-                                               torch.float64, seed)
+                                               torch.float64, seed, constants=constants)
     my_out, my_grads = user_pass(forward, backward, inputs, upstream, dtype)
 
     rows, mine_of, ref_of, ref64_of = [], {}, {}, {}
@@ -177,9 +189,10 @@ def check_op(forward: Callable, backward: Callable, reference: Callable, inputs:
             mine_of[row_name], ref_of[row_name], ref64_of[row_name] = mine, ref, ref64
     for input_name, value in inputs.items():
         row_name = f"{name}.d{input_name}"
-        if not differentiable(value):
+        if not differentiable(value) or input_name in constants:
             if input_name in my_grads:
-                kind = f"a {value.dtype} tensor" if isinstance(value, Tensor) else f"a {type(value).__name__}"
+                kind = ("listed in constants" if input_name in constants else f"a {value.dtype} tensor"
+                        if isinstance(value, Tensor) else f"a {type(value).__name__}")
                 rows.append(structural_row(row_name, "gradient", "gradient for a non-differentiable input",
                                            f"{input_name!r} is {kind}: it gets no gradient, but your backward "
                                            f"returned one", my_grads[input_name]))
