@@ -109,13 +109,15 @@ def test_sigmoid_bce(dtype):
 def test_l1(dtype):
     z, t = _randn(64, 10, seed=14, dtype=dtype), _randn(64, 10, seed=15, dtype=dtype)
     t[0, :3] = z[0, :3]  # sgn's subgradient 0 where prediction equals target
-    _loss_check(lambda z, t: losses.l1_forward(z, t), losses.l1_backward, lambda z, t: F.l1_loss(z, t), {"z": z, "t": t}, dtype, constants=("t",))
+    _loss_check(lambda z, t: losses.l1_forward(z, t), losses.l1_backward, lambda z, t: F.l1_loss(z, t),
+                {"z": z, "t": t}, dtype, constants=("t",))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_hinge(dtype):
     labels = torch.randint(0, 10, (64,), generator=torch.Generator().manual_seed(16))
-    _loss_check(lambda z, y: losses.hinge_forward(z, y), losses.hinge_backward, lambda z, y: F.multi_margin_loss(z, y) * 10,
+    _loss_check(lambda z, y: losses.hinge_forward(z, y), losses.hinge_backward,
+                lambda z, y: F.multi_margin_loss(z, y) * 10,
                 {"z": _randn(64, 10, seed=17, dtype=dtype), "y": labels}, dtype)
 
 
