@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from torch_reference.checker.contracts import Contract
+from torch_reference.checker.contracts import NOISE_FACTOR, Contract
 from torch_reference.checker.report import Row, Triage
 from torch_reference.tensor_metrics import bits_equal, measure, normwise_error
 
@@ -105,7 +105,11 @@ def triage_row(row: Row, mine: Tensor, ref: Tensor, ref64: Tensor, mine64: Tenso
         explanation = (f"{row.label} is rounding, not a formula error: re-run in float64 from the same inputs, yours "
                        f"agrees with the reference to {error64:.1e} (normwise, <= {FLOAT64_AGREEMENT:g}). In "
                        f"{row.dtype} yours is {worst_mine:.2e} from float64 (max abs), autograd's {worst_ref:.2e} "
-                       f"({ratio} autograd's). Likely cause: {cause}.")
+                       f"({ratio} autograd's). Likely cause: {cause}."
+                       + (" Your formula is right but less accurate than autograd's in this precision (a sequential "
+                          "sum such as ones @ x, or a cancellation such as E[x^2] - E[x]^2, rounds more than "
+                          "torch's pairwise sums)." if worst_ref > 0 and worst_mine > NOISE_FACTOR * worst_ref
+                          else ""))
         return Triage(row.label, "rounding", explanation, error64, None, row.worst_index, row.worst_mine,
                       row.worst_ref, cause)
     if row.verdict == "non-finite" and error64 <= FLOAT64_AGREEMENT:
