@@ -223,8 +223,9 @@ def check_layers(layers: Sequence[Layer], reference, x: Tensor, *, target=None, 
         for param in layer.params:
             row_name = f"{layer.name}.d{param}"
             if param not in grads:
-                rows.append(structural_row(row_name, "gradient", "missing gradient", f"your layer {layer.name}'s "
-                                           f"backward returned no gradient for {param!r} (it returned {sorted(grads)})"))
+                rows.append(structural_row(row_name, "gradient", "missing gradient",
+                                           f"your layer {layer.name}'s backward returned no gradient for {param!r} "
+                                           f"(it returned {sorted(grads)})"))
                 continue
             add(row_name, "gradient", grads[param], ref["param_grads"][index][param],
                 ref64["param_grads"][index][param], (index, param))
