@@ -119,7 +119,7 @@ class Report:
         if first is not None:
             lines.append(f"  {first.label}: {first.detail}")
             if first.worst_index is not None:
-                lines.append(f"  worst element {first.name}{first.worst_index}: yours {first.worst_mine!r}, "
+                lines.append(f"  farthest element in ulps {first.name}{first.worst_index}: yours {first.worst_mine!r}, "
                              f"autograd {first.worst_ref!r}")
         lines += ["", self.table()]
         return "\n".join(lines)
