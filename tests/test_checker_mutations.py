@@ -495,13 +495,19 @@ def test_the_unmutated_ops_pass():
             assert report.passed, report.failure_message()
 
 
-def test_a_sign_error_that_equals_another_inputs_gradient_reads_as_wrong_name():
-    """mse's dy with the wrong sign is exactly dyhat: the triage cannot tell a sign error from a gradient returned
-    under the other input's name, and says "wrong name" (pointing at the right tensor)."""
+def test_a_sign_error_that_equals_another_inputs_gradient_is_a_formula_error_not_a_wrong_name():
+    """mse's dy with the wrong sign is exactly dyhat; but dyhat came back right (no swap), so it is a sign error."""
     backward = lambda d, c: {"yhat": d * 2 * (c[0] - c[1]) / c[0].numel(), "y": d * 2 * (c[0] - c[1]) / c[0].numel()}
     report = check_op(MSE.forward, backward, MSE.reference, MSE.inputs(torch.float32))
-    assert report.first_divergence.name == "op.dy" and report.triage.verdict == "wrong name"
-    assert "'yhat'" in report.triage.explanation
+    assert report.first_divergence.name == "op.dy" and report.triage.verdict == "formula error"
+
+
+def test_swapped_gradients_read_as_wrong_name():
+    grad = lambda d, c: d * 2 * (c[0] - c[1]) / c[0].numel()
+    backward = lambda d, c: {"yhat": -grad(d, c), "y": grad(d, c)}
+    report = check_op(MSE.forward, backward, MSE.reference, MSE.inputs(torch.float32))
+    assert report.first_divergence.name == "op.dyhat" and report.triage.verdict == "wrong name"
+    assert "'y'" in report.triage.explanation
 
 
 def test_the_mutation_test_is_big_enough():
