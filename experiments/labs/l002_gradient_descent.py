@@ -76,7 +76,8 @@ def run(args, report) -> None:
         log.close()
         curves[f"eta {eta}"] = (list(range(len(values))), [math.log10(max(v, 1e-300)) for v in values])
         report.say(f"eta = {eta}: {'converged' if converged else 'did NOT converge'} after {len(values) - 1} steps, "
-                   f"x = {path[-1].tolist()}, f = {values[-1]:.3g}; first x2: {[round(p[1].item(), 3) for p in path[:5]]}")
+                   f"x = {path[-1].tolist()}, f = {values[-1]:.3g}; "
+                   f"first x2: {[round(p[1].item(), 3) for p in path[:5]]}")
         report.check(f"eta {eta}: converged (1 = yes)", None, float(converged), float(twin_converged))
         report.check(f"eta {eta}: final x", None, path[-1], twin_path[-1])
         report.values[eta] = {"converged": converged, "steps": len(values) - 1, "x": path[-1]}
