@@ -1,8 +1,8 @@
 """Train the hand-written-backprop MLP on MNIST next to its autograd twin, with parity checks and TensorBoard.
 
-    python -m experiments.train_mnist                      # the default 784-256-128-10 ReLU run
-    python -m experiments.train_mnist --dry-run            # a few batches, for smoke tests
-    tensorboard --logdir runs                              # watch both models' curves overlaid
+    .venv/bin/python -m experiments.train_mnist              # the default 784-256-128-10 ReLU run
+    .venv/bin/python -m experiments.train_mnist --dry-run    # a few batches, for smoke tests
+    .venv/bin/tensorboard --logdir runs                      # watch both models' curves overlaid
 
 Exit status: 0 on success, 1 when the run fails (data, checkpoint, diverging loss), 2 for bad arguments,
 130 / 143 when Ctrl-C / SIGTERM stopped it (after a checkpoint it can resume from).
@@ -59,7 +59,8 @@ def parse_hidden(text: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(description="Manual backprop vs autograd on MNIST, side by side.",
+    p = ArgumentParser(prog="python -m experiments.train_mnist",
+                       description="Manual backprop vs autograd on MNIST, side by side.",
                        formatter_class=DefaultsOnceFormatter)
     p.add_argument("--epochs", type=int, default=10, help="number of epochs to train")
     p.add_argument("--batch-size", type=int_or_word("full", "images"), default=64,

@@ -7,7 +7,7 @@ parity tally and, for a data-parallel run, the group and its distance to the sin
 from __future__ import annotations
 
 from side_by_side.evaluation import evaluate_engine, evaluate_twin
-from side_by_side.tensorboard_writer import RunLogger
+from side_by_side.tensorboard_writer import RunLogger, tensorboard_command
 
 DRY_RUN_EVAL_IMAGES = 512
 
@@ -77,7 +77,7 @@ def summary(run, stopped_early: bool) -> dict:
             "worst_per_tensor": run.tally.worst,
             "worst_weight_max_abs_diff": run.tally.worst_weight_diff,
         },
-        "tensorboard": f"tensorboard --logdir {run.run_dir.parent}",
+        "tensorboard": tensorboard_command(run.run_dir.parent),
         "world_size": run.world_size(),
         **({"data_parallel": data_parallel_summary(run)} if run.dp is not None else {}),
     }

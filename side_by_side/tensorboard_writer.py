@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -68,6 +70,21 @@ def new_run_dir(logdir: Path, name: str, now: datetime | None = None) -> Path:
         except FileExistsError:
             continue
     raise FileExistsError(f"--logdir {logdir}: could not find a free run directory name for {base}")
+
+
+def tensorboard_command(logdir: Path) -> str:
+    """The command that shows ``logdir``, pasteable as printed: the ``tensorboard`` beside this Python (the venv's,
+    which a shell without the venv activated does not find on its PATH), relative to the working directory when it
+    lies below it (``.venv/bin/tensorboard``); plain ``tensorboard`` when there is none beside it."""
+    beside = Path(sys.executable).parent / "tensorboard"
+    program = "tensorboard"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        program = str(beside)
+        try:
+            program = str(beside.relative_to(Path.cwd()))
+        except ValueError:
+            pass
+    return f"{program} --logdir {logdir}"
 
 
 def _worst(values) -> float:

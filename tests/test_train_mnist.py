@@ -50,6 +50,12 @@ def test_dry_run_smoke(fake_data, tmp_path):
     assert json.loads((run_dir / "summary.json").read_text()) == summary
     assert {"manual", "autograd", "parity", "checkpoint.pt"} <= {p.name for p in run_dir.iterdir()}
     assert "test accuracy" in result.stdout and "tensorboard --logdir" in result.stdout
+    # The hint runs as pasted: the tensorboard beside this Python (the venv's, not on PATH unless activated).
+    program = summary["tensorboard"].split(" --logdir ")[0]
+    beside = Path(sys.executable).parent / "tensorboard"
+    if beside.is_file():
+        assert (REPO / program).resolve() == beside.resolve(), program
+    assert f"  watch it: {summary['tensorboard']}" in result.stdout
 
 
 def test_both_models_learn_and_stay_bitwise_equal(fake_data, tmp_path):
