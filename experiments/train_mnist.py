@@ -338,6 +338,8 @@ def print_summary(summary: dict, log) -> None:
     for model, values in summary["final"].items():
         log(f"  {model:9s} test accuracy {100 * values['test_accuracy']:.2f}%, test loss {values['test_loss']:.4f}")
     parity = summary["parity"]
+    if parity.get("verdict"):
+        log(f"  verdict: {parity['verdict']}")
     if parity["checks"]:
         log(f"  parity: {parity['bitwise_equal_checks']}/{parity['checks']} checks bitwise equal (gradients and "
             f"weights), {parity['checks_out_of_policy']} out of policy; largest weight difference "
@@ -348,6 +350,12 @@ def print_summary(summary: dict, log) -> None:
         for key, worst in inexact.items():
             log(f"    worst {key:12s} max abs {worst['max_abs']:.3g}  max rel {worst['max_rel']:.3g}  "
                 f"max ulp {worst['max_ulp']:.0f}")
+    single = summary.get("data_parallel", {}).get("vs_single_process", {})
+    if single.get("checks"):
+        worst = {name: metrics["max_abs_in_eps_of_max"] for name, metrics in single["worst"].items()}
+        name = max(worst, key=worst.get)
+        log(f"  data-parallel vs one process on the global batch: {single['bitwise_checks']}/{single['checks']} "
+            f"checks bitwise equal; worst {name}: {worst[name]:.3g} eps of its largest entry")
     log(f"  {summary['steps']} steps in {summary['seconds']:.1f} s; run directory {summary['run_dir']}")
     log(f"  checkpoint {summary['checkpoint']}")
     log(f"  watch it: {summary['tensorboard']}")

@@ -48,9 +48,10 @@ def train_step(run, index: Tensor, logger: RunLogger) -> tuple[float, float | No
                         "parity_detail/dp_vs_single_process_max_rel": max(d["max_rel"] for d in distances.values())})
     if run.twin is not None and parity_step and run.is_main:  # rank 0 reports the parity of a data-parallel run
         rows, after = run.models.compare(result, run.policy)
-        bitwise = run.tally.add(rows, after)
+        bitwise = run.tally.add(rows, after, step=run.global_step)
         weights = {f"{row.name}{row.layer}": row.max_abs for row in after if row.name in ("W", "b")}
-        logger.parity(run.global_step, rows, weights, bitwise, weight_rows=after)
+        logger.parity(run.global_step, rows, weights, bitwise, weight_rows=after,
+                      checks_out_of_policy=run.tally.failed_checks, rtol=run.policy.rtol)
     if result.engine_record is not None:  # the fast path keeps no gradients to draw
         run.last_grads = result.engine_record.gradients()
     run.last_lr = lr
@@ -107,6 +108,8 @@ def run_epochs(run, logger: RunLogger) -> dict:
                 run.save()
             if stop:
                 bar.close()
+                if run.is_main and not epoch_done:  # an epoch's end wrote the verdict already
+                    run.write_verdict(logger)
                 run.log(f"{stop} at step {run.global_step}; resume with --resume {run.last_checkpoint}")
                 return run.summary(stopped_early=run.epoch < settings.epochs)
     return run.summary(stopped_early=False)

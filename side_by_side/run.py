@@ -24,7 +24,7 @@ from side_by_side.loop import run_epochs, train_step
 from side_by_side.model_pair import ModelPair
 from side_by_side.process_group import DataParallel, SilentLogger
 from side_by_side.run_directory import RunLock
-from side_by_side.run_report import DRY_RUN_EVAL_IMAGES, end_of_epoch, summary
+from side_by_side.run_report import DRY_RUN_EVAL_IMAGES, end_of_epoch, summary, write_verdict
 from side_by_side.run_state import restore_run, run_state, save_run
 from side_by_side.settings import TrainingError, TrainSettings
 from side_by_side.signals import DeferredInterrupt
@@ -129,6 +129,9 @@ class SideBySideRun:
     def summary(self, stopped_early: bool) -> dict:
         return summary(self, stopped_early)
 
+    def write_verdict(self, logger: RunLogger) -> None:
+        write_verdict(self, logger)
+
 
 def train(config: MLPConfig, settings: TrainSettings, data: DatasetSplits, run_dir: Path, description: dict,
           resume: Path | None = None, log: Callable[[str], None] = print, progress: bool = True,
@@ -161,7 +164,8 @@ def train(config: MLPConfig, settings: TrainSettings, data: DatasetSplits, run_d
             log(f"resumed from {resume}: epoch {run.epoch + 1}, step {run.global_step}")
         logger = GuardedLogger(run_dir, lambda: RunLogger(run_dir, purge_step=run.global_step + 1 if resume is not None
                                                           else None, twin=settings.twin,
-                                                          validation=data.val_x.shape[0] > 0))
+                                                          validation=data.val_x.shape[0] > 0,
+                                                          layers=len(config.sizes) - 1))
         try:
             if resume is None:
                 logger.config_text(description)

@@ -7,6 +7,7 @@ parity tally and, for a data-parallel run, the group and its distance to the sin
 from __future__ import annotations
 
 from side_by_side.evaluation import evaluate_engine, evaluate_twin
+from side_by_side.parity_verdict import verdict_text
 from side_by_side.tensorboard_writer import RunLogger, tensorboard_command
 
 DRY_RUN_EVAL_IMAGES = 512
@@ -38,14 +39,31 @@ def end_of_epoch(run, logger: RunLogger, epoch_losses: dict[str, list[float]]) -
         twin_params = {name: tensor.detach() for name, tensor in run.twin.engine_parameters().items()}
         twin_grads = {name: tensor.grad for name, tensor in run.twin.engine_parameters().items()}
         logger.histograms("autograd", step, twin_params, twin_grads)
-    logger.flush()
     run.history.append(entry)
+    write_verdict(run, logger)
+    logger.flush()
     line = (f"epoch {run.epoch}/{run.settings.epochs}: train loss manual {entry['manual']['loss/train_epoch']:.4f}"
             f", test accuracy manual {100 * entry['manual']['accuracy/test']:.2f}%")
     if "autograd" in entry:
         line += (f" | autograd: train loss {entry['autograd']['loss/train_epoch']:.4f}, test accuracy "
                  f"{100 * entry['autograd']['accuracy/test']:.2f}% | parity: {run.tally.worst_line()}")
     run.log(line)
+
+
+def verdict(run) -> str | None:
+    """The parity verdict in words (None without a twin), with the last evaluation's accuracies."""
+    if run.twin is None:
+        return None
+    last = run.history[-1] if run.history else {}
+    accuracies = {model: last[model]["accuracy/test"] for model in ("manual", "autograd") if model in last}
+    where = f"epoch {run.epoch} of {run.settings.epochs}, step {run.global_step}"
+    return verdict_text(run.tally, run.policy, accuracies, where)
+
+
+def write_verdict(run, logger: RunLogger) -> None:
+    text = verdict(run)
+    if text is not None:
+        logger.verdict(run.global_step, text)
 
 
 def summary(run, stopped_early: bool) -> dict:
@@ -71,11 +89,15 @@ def summary(run, stopped_early: bool) -> dict:
         "final": final,
         "history": run.history,
         "parity": {
+            "verdict": verdict(run),
             "checks": run.tally.checks,
             "bitwise_equal_checks": run.tally.bitwise_checks,
             "checks_out_of_policy": run.tally.failed_checks,
             "worst_per_tensor": run.tally.worst,
             "worst_weight_max_abs_diff": run.tally.worst_weight_diff,
+            "worst_normwise": run.tally.worst_normwise,
+            "first_out_of_policy": run.tally.first_failure,
+            "policy": {"rtol": run.policy.rtol, "atol": run.policy.atol},
         },
         "tensorboard": tensorboard_command(run.run_dir.parent),
         "world_size": run.world_size(),

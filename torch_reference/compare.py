@@ -80,6 +80,10 @@ class TensorComparison:
     max_ulp: float
     exact: bool
     passed: bool
+    # max |mine - ref| / max |ref|: the error measured against the tensor's largest entry. Entry by entry (max_rel,
+    # max_ulp) an entry that cancels to almost zero can be many ulps or a whole relative unit away after an honest
+    # rounding difference; normwise it is one rounding error of the tensor's scale.
+    normwise: float = 0.0
 
 
 def compare_tensors(layer, name: str, mine: Tensor, ref: Tensor, policy: TolerancePolicy) -> TensorComparison:
@@ -100,20 +104,21 @@ def compare_tensors(layer, name: str, mine: Tensor, ref: Tensor, policy: Toleran
     exact = bool(torch.equal(mine.contiguous().view(_INT_VIEW[mine.dtype]), ref.contiguous().view(_INT_VIEW[ref.dtype])))
     finite = bool(torch.isfinite(mine).all() and torch.isfinite(ref).all())
     if mine.numel() == 0:
-        max_abs = max_rel = max_ulp = 0.0
+        max_abs = max_rel = max_ulp = normwise = 0.0
         within = True
     elif not finite:
-        max_abs = max_rel = max_ulp = math.nan
+        max_abs = max_rel = max_ulp = normwise = math.nan
         within = False
     else:
         abs_error = (mine - ref).abs()
         max_abs = abs_error.max().item()
         max_rel = relative_error(mine, ref).max().item()
         max_ulp = ulp_distance(mine, ref).max().item()
+        normwise = max_abs / max(ref.abs().max().item(), torch.finfo(ref.dtype).tiny) if max_abs else 0.0
         within = bool((abs_error <= policy.atol + policy.rtol * ref.abs()).all())
     passed = within and (exact or not policy.require_exact)
     return TensorComparison(layer, name, list(mine.shape), str(mine.dtype).replace("torch.", ""),
-                            max_abs, max_rel, max_ulp, exact, passed)
+                            max_abs, max_rel, max_ulp, exact, passed, normwise)
 
 
 @dataclass
