@@ -322,11 +322,11 @@ def prepare_run_dir(args, config, settings, logdir, data_parallel) -> Path:
         run_dir = Path(args.resume).resolve().parent
         writable_file(run_dir / "summary.json", "run summary")  # before the training, not after it
         return run_dir
-    name = run_name(config.to_dict(), settings.identity())
-    if args.dataset != "mnist":  # a Fashion-MNIST run must not pass for an MNIST one in TensorBoard's list
-        name = f"{args.dataset}_{name}"
-    if data_parallel is not None:  # what differs from a single-process run shows in the name
-        name += f"_dp{data_parallel.world_size}-{data_parallel.mode}"
+    # Every setting that differs from the defaults shows in the name, the data and process group's too.
+    name = run_name(config.to_dict(), {
+        **settings.identity(), "dataset": args.dataset, "limit": args.limit, "standardize": args.standardize,
+        "val_size": args.val_size, "world_size": data_parallel.world_size if data_parallel is not None else 1,
+        "dp_mode": data_parallel.mode if data_parallel is not None else None})
     return new_run_dir(logdir, name)
 
 

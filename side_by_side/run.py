@@ -133,6 +133,17 @@ class SideBySideRun:
         write_verdict(self, logger)
 
 
+def data_hparams(description: dict) -> dict:
+    """The HParams columns of the data and the process group, so two runs that differ only there (a --limit, another
+    dataset, standardisation, a validation split, two processes) get different rows. Every column has a value in
+    every row: a blank cell would read as "unknown", not as the default."""
+    group = description.get("data_parallel") or {}
+    return {"dataset": description.get("dataset"), "limit": description.get("limit") or "none",
+            "train_images": description.get("train_images"), "standardize": description.get("standardize"),
+            "val_size": description.get("val_size"), "world_size": group.get("world_size", 1),
+            "dp_mode": group.get("mode", "none")}
+
+
 def train(config: MLPConfig, settings: TrainSettings, data: DatasetSplits, run_dir: Path, description: dict,
           resume: Path | None = None, log: Callable[[str], None] = print, progress: bool = True,
           data_parallel: DataParallel | None = None) -> dict:
@@ -171,7 +182,7 @@ def train(config: MLPConfig, settings: TrainSettings, data: DatasetSplits, run_d
                 logger.config_text(description)
             summary = run.run(logger)
             if not summary["stopped_early"]:
-                hparams = {**config.to_dict(), **settings.hparams()}
+                hparams = {**config.to_dict(), **settings.hparams(), **data_hparams(description)}
                 logger.hparams(hparams, {model: {"test_accuracy": values["test_accuracy"],
                                                  "test_loss": values["test_loss"]}
                                          for model, values in summary["final"].items()})

@@ -110,11 +110,15 @@ def run_name(config: Mapping, settings: Mapping) -> str:
 
     ``config`` is ``MLPConfig.to_dict()``; ``settings`` holds ``batch_size`` and either ``lr``/``momentum`` or an
     ``optimizer`` (name or dict with ``name``, ``lr``, ``momentum``, ``weight_decay``), optionally ``schedule``
-    (name or dict), ``seed``. Example: ``relu_ce_mom0.9_lr0.05_b64_h256-128``.
+    (name or dict), ``seed``, and the data and process settings ``dataset`` (a prefix unless mnist), ``limit``
+    (``n8192``), ``standardize`` (``std-global``), ``val_size`` (``val5000``), ``world_size`` and ``dp_mode``
+    (``dp2-bucketed``). Example: ``relu_ce_mom0.9_lr0.05_b64_h256-128``.
     """
     activation = config.get("activation", "relu")
     loss = config.get("loss", "cross_entropy")
     parts = [_ACTIVATIONS.get(activation, activation), _LOSSES.get(loss, loss)]
+    if settings.get("dataset") not in (None, "mnist"):  # a Fashion-MNIST run must not pass for an MNIST one
+        parts.insert(0, str(settings["dataset"]))
     optimizer, lr = _optimizer_label(settings)
     parts.append(optimizer)
     if lr is not None:
@@ -157,6 +161,14 @@ def run_name(config: Mapping, settings: Mapping) -> str:
         parts.append({"float64": "f64"}.get(config["dtype"], str(config["dtype"])))
     if settings.get("seed"):
         parts.append(f"seed{settings['seed']}")
+    if settings.get("limit"):
+        parts.append(f"n{settings['limit']}")
+    if settings.get("standardize") not in (None, "none"):
+        parts.append(f"std-{settings['standardize']}")
+    if settings.get("val_size"):
+        parts.append(f"val{settings['val_size']}")
+    if (settings.get("world_size") or 1) > 1:
+        parts.append(f"dp{settings['world_size']}-{settings.get('dp_mode')}")
     if settings.get("twin") is False:
         parts.append("notwin")
     if settings.get("dry_run"):

@@ -397,6 +397,12 @@ def test_hparams_session_per_model_writer_with_a_model_column(full_run):
         assert start.hparams["epochs"].string_value == str(EPOCHS)
         assert start.hparams["activation"].string_value == "relu"
         assert start.hparams["sizes"].string_value == "-".join(map(str, (784, *HIDDEN, 10)))
+        # the data and the process group, so runs differing only there get different rows
+        assert {key: value.string_value for key, value in start.hparams.items()
+                if key in ("dataset", "limit", "standardize", "val_size", "train_images", "world_size",
+                           "dp_mode")} == {"dataset": "idx", "limit": "none", "standardize": "none",
+                                           "val_size": str(VAL_SIZE), "train_images": str(N_TRAIN - VAL_SIZE),
+                                           "world_size": "1", "dp_mode": "none"}
         end = hparams_metadata.parse_session_end_info_plugin_data(content[hparams_metadata.SESSION_END_INFO_TAG])
         assert end.status == hparams_api.STATUS_SUCCESS
 

@@ -80,6 +80,20 @@ def test_run_name_of_the_default_run_starts_with_what_differs():
     assert run_name(DEFAULT_CONFIG, settings) == "relu_ce_mom0.9_lr0.05_b64_h256-128"
 
 
+def test_run_name_carries_the_data_and_process_settings_that_differ():
+    base = {"batch_size": 64, "lr": 0.05, "momentum": 0.9, "seed": 0, "twin": True, "dry_run": False}
+    defaults = {"dataset": "mnist", "limit": None, "standardize": "none", "val_size": 0, "world_size": 1,
+                "dp_mode": None}
+    assert run_name(DEFAULT_CONFIG, {**base, **defaults}) == "relu_ce_mom0.9_lr0.05_b64_h256-128"
+    changed = {"dataset": "fashion-mnist", "limit": 8192, "standardize": "global", "val_size": 5000,
+               "world_size": 2, "dp_mode": "bucketed"}
+    assert run_name(DEFAULT_CONFIG, {**base, **changed}) == \
+        "fashion-mnist_relu_ce_mom0.9_lr0.05_b64_h256-128_n8192_std-global_val5000_dp2-bucketed"
+    names = {key: run_name(DEFAULT_CONFIG, {**base, **defaults, key: value}) for key, value in changed.items()
+             if key != "dp_mode"}
+    assert len(set(names.values())) == len(names)  # each one flag apart from the default run gets its own name
+
+
 def test_run_name_with_an_optimizer_config_dict():
     optimizer = {"name": "adam", "lr": 0.001, "momentum": None, "weight_decay": 0.0, "betas": [0.9, 0.999]}
     settings = {"batch_size": 128, "optimizer": optimizer, "schedule": {"name": "constant"}, "seed": 0}
