@@ -12,6 +12,7 @@ import time
 
 from torch import Tensor
 
+from side_by_side.gradient_flow import flow_scalars, snapshot
 from side_by_side.model_pair import DivergenceError
 from side_by_side.settings import TrainingError
 from side_by_side.tensorboard_writer import RunLogger
@@ -29,6 +30,12 @@ def train_step(run, index: Tensor, logger: RunLogger) -> tuple[float, float | No
         if parity_step and run.is_main and run.config.dropout == 0 and run.config.input_dropout == 0:
             single = single_process_gradients(run.engine, data.train_x[index], data.train_y[index])
         index = run.dp.shard(index)
+    flow_step = run.is_main and (run.global_step + 1) % run.settings.log_interval == 0
+    before = {}
+    if flow_step:  # the weights before the step, for the update's size (gradient flow)
+        before["manual"] = snapshot(run.engine.params)
+        if run.twin is not None:
+            before["autograd"] = snapshot(run.twin.engine_parameters())
     try:
         result = run.models.step(data.train_x[index], data.train_y[index], stop_requested=run.interrupt.requested)
     except DivergenceError as error:
@@ -54,6 +61,13 @@ def train_step(run, index: Tensor, logger: RunLogger) -> tuple[float, float | No
                       checks_out_of_policy=run.tally.failed_checks, rtol=run.policy.rtol)
     if result.engine_record is not None:  # the fast path keeps no gradients to draw
         run.last_grads = result.engine_record.gradients()
+    if flow_step:
+        grads = run.last_grads if result.engine_record is not None else {}
+        logger.scalars("manual", run.global_step, flow_scalars(before["manual"], run.engine.params, grads))
+        if run.twin is not None:
+            twin_params = run.twin.engine_parameters()
+            logger.scalars("autograd", run.global_step, flow_scalars(
+                before["autograd"], twin_params, {name: tensor.grad for name, tensor in twin_params.items()}))
     run.last_lr = lr
     return result.engine_loss, result.twin_loss
 

@@ -227,5 +227,13 @@ def custom_scalars_layout(twin: bool = True, validation: bool = False, layers: i
             charts[f"{tag}: manual - autograd (0 everywhere: the curves coincide)"] = _multiline(
                 DIFFERENCE_PREFIX + tag)
         layout[tag] = charts
+    models = "both models, " if twin else ""
+    flow = r"^gradient_flow/layer\d+/"
+    layout["gradient flow: per layer, at the curve points"] = {
+        f"weight gradient norm |dW| ({models}one line per layer)": ["Multiline", [flow + "grad_norm$"]],
+        f"update norm |W_new - W| ({models}one line per layer)": ["Multiline", [flow + "update_norm$"]],
+        f"update / weight, |W_new - W| / |W_new| ({models}one line per layer)": [
+            "Multiline", [flow + "update_to_weight$"]],
+    }
     layout["learning rate"] = {"lr (both models, per logged step)": _multiline("lr")}
     return layout

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import torch
 
 from side_by_side.parity_heatmap import parity_heatmap
@@ -80,3 +81,19 @@ def test_heatmap_is_white_where_bitwise_and_red_where_out_of_policy():
     is_red = lambda image: ((image[..., 0] > 200) & (image[..., 1] < 80) & (image[..., 2] < 80)).any()
     assert white.dtype.name == "uint8" and white.shape[2] == 3
     assert not is_red(white) and is_red(red)
+
+
+def test_gradient_flow_of_one_sgd_step_is_lr_times_the_gradient():
+    from side_by_side.gradient_flow import flow_scalars, snapshot
+
+    W = torch.tensor([[3.0, 4.0]], dtype=torch.float64)
+    grad = torch.tensor([[0.6, 0.8]], dtype=torch.float64)
+    before = snapshot({"W1": W, "b1": torch.zeros(1)})
+    after = {"W1": W - 0.5 * grad}
+    flow = flow_scalars(before, after, {"W1": grad})
+    assert set(flow) == {"gradient_flow/layer1/grad_norm", "gradient_flow/layer1/update_norm",
+                         "gradient_flow/layer1/update_to_weight"}
+    assert flow["gradient_flow/layer1/grad_norm"] == pytest.approx(1.0)
+    assert flow["gradient_flow/layer1/update_norm"] == pytest.approx(0.5)
+    assert flow["gradient_flow/layer1/update_to_weight"] == pytest.approx(0.5 / torch.linalg.norm(W - 0.5 * grad))
+    assert "gradient_flow/layer1/grad_norm" not in flow_scalars(before, after, {})  # the fast path keeps none

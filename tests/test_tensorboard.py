@@ -216,6 +216,16 @@ def test_train_loss_is_logged_every_log_interval_steps(full_run):
         assert all(a < b for a, b in zip(logged, logged[1:]))
 
 
+def test_gradient_flow_per_layer_in_both_models_at_the_curve_points(full_run):
+    for model in MODELS:
+        acc = full_run.acc[model]
+        for layer in range(1, N_LAYERS + 1):
+            for name in ("grad_norm", "update_norm", "update_to_weight"):
+                tag = f"gradient_flow/layer{layer}/{name}"
+                assert steps(acc, tag) == list(range(LOG_INTERVAL, TOTAL_STEPS + 1, LOG_INTERVAL)), (model, tag)
+                assert all(value > 0 for _, value in series(acc, tag)), (model, tag)
+
+
 def test_evaluation_scalars_are_logged_once_per_epoch(full_run):
     for model in MODELS:
         for tag in ("loss/test", "accuracy/test", "loss/train_epoch"):
@@ -593,6 +603,12 @@ def test_tensorboard_server_serves_the_custom_scalars_page_with_parity_on_top(te
         assert served == expected_series, title
         summary_only = {tag: values for tag, values in expected_series.items() if tag.startswith("Parity/")}
         assert chart_series(title, f"{run}/autograd") == summary_only, title
+
+    # Gradient flow: one line per layer and model.
+    flow_title = next(title for title in charts if title.startswith("weight gradient norm"))
+    for model in MODELS:
+        served = chart_series(flow_title, f"{run}/{model}")
+        assert set(served) == {f"gradient_flow/layer{n}/grad_norm" for n in range(1, N_LAYERS + 1)}, model
 
     # One chart per layer, the last layer first, each drawing that layer's tensors (from the parity writer).
     layer_titles = [title for title in charts if title.startswith("layer ")]

@@ -133,7 +133,11 @@ def test_layout_puts_the_verdict_first_and_pairs_each_metric_with_its_difference
     assert [regexes for _, (_, regexes) in per_layer.items()] == [
         ["^parity_detail/layer3/"], ["^parity_detail/layer2/"], ["^parity_detail/layer1/"], ["^parity_detail/run/"]]
     # each metric in a category of its own, with its difference right after it: side by side at any width
-    metric_categories = categories[3:-1]
+    assert categories[-2].startswith("gradient flow") and categories[-1] == "learning rate"
+    flow = layout[categories[-2]]
+    assert [regexes for _, (_, regexes) in flow.items()] == [
+        [rf"^gradient_flow/layer\d+/{name}$"] for name in ("grad_norm", "update_norm", "update_to_weight")]
+    metric_categories = categories[3:-2]
     assert metric_categories == ["loss/train", "loss/train_epoch", "loss/test", "accuracy/test"]
     for title in metric_categories:
         (metric_title, (kind, regexes)), (difference_title, (_, difference)) = layout[title].items()
@@ -151,6 +155,11 @@ def test_layout_regexes_select_exactly_their_tag():
     for category in custom_scalars_layout(twin=True, validation=True, data_parallel=True).values():
         for _, regexes in category.values():
             for regex in regexes:
+                if "\\d" in regex:  # the gradient-flow charts: one line per layer
+                    assert re.match(regex, "gradient_flow/layer12/grad_norm" if "grad_norm" in regex else
+                                    "gradient_flow/layer3/update_norm" if "update_norm" in regex else
+                                    "gradient_flow/layer1/update_to_weight"), regex
+                    continue
                 tag = regex[1:-1].replace("\\", "")
                 assert re.match(regex, tag) and not re.match(regex, tag + "_epoch") and not re.match(regex, "x" + tag)
 
