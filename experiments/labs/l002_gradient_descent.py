@@ -78,9 +78,11 @@ def run(args, report) -> None:
         report.say(f"eta = {eta}: {'converged' if converged else 'did NOT converge'} after {len(values) - 1} steps, "
                    f"x = {path[-1].tolist()}, f = {values[-1]:.3g}; first x2: {[round(p[1].item(), 3) for p in path[:5]]}")
         report.check(f"eta {eta}: converged (1 = yes)", None, float(converged), float(twin_converged))
+        stable = eta < 2 / eigenvalues[-1].item()
+        report.claim(f"eta {eta} {'converged' if converged else 'did not converge'}, as eta "
+                     f"{'<' if stable else '>='} 2/lambda_max predicts", converged == stable)
         report.check(f"eta {eta}: final x", None, path[-1], twin_path[-1])
         report.values[eta] = {"converged": converged, "steps": len(values) - 1, "x": path[-1]}
-    report.check("largest stable eta = 2 / lambda_max", None, 2 / eigenvalues[-1].item())
     if run_dir is not None:
         image = writer(run_dir, "plots")
         image.add_image("log10_f", plot_curves(curves, "log10 f(x_k) for each eta"), 0)
