@@ -276,6 +276,8 @@ def wrong(value):
         return value.to(torch.float64) + 1e3 if value.numel() else torch.ones(1)
     if isinstance(value, (int, float)):
         return value + 1e3
+    if isinstance(value, (list, tuple)):
+        return [wrong(item) for item in value]
     return f"not {value}"
 
 
@@ -333,3 +335,33 @@ def test_a_row_that_compares_nothing_is_refused_and_the_verdict_counts_what_was_
     assert "all course numbers reproduced" not in report.table()
     report.claim("it does not", False)
     assert report.verdict().startswith("FAIL: ") and "1 of 2 claims do NOT hold" in report.verdict()
+
+
+# --- the course items added last: derivatives, the sigmoid nets, the linear collapse, the sign slip ---------------
+
+
+def test_derivatives_lab_limit_chain_and_bias_as_a_weight():
+    report = run("derivatives")
+    assert_all_ok(report)
+    table = rows(report)
+    assert table["y = x^2: f'(3) by the quotient at h = 1e-05"].engine == pytest.approx(6 + 1e-5, abs=1e-9)
+    assert table["scalar chain: dL/dw = dL/dy_hat * dy_hat/dz * dz/dw"].engine.item() == 5.0
+    dW_aug = report.values["dW_aug"]
+    assert torch.equal(dW_aug[:, :2], report.values["dW"])  # the bias column leaves dW as it was
+
+
+def test_sigmoid_nets_lab_fast_form_trains_the_twenty_line_net():
+    report = run("sigmoid_nets", "--fast", "--steps", "50")
+    assert_all_ok(report)
+    losses = report.values["losses"]
+    assert len(losses) == 50 and losses[-1] < 0.1 * losses[0]
+
+
+def test_linear_collapse_and_the_sign_slip():
+    report = run("linear_collapse")
+    assert_all_ok(report)
+    scores, single = report.values["outputs"]["identity"]
+    assert torch.allclose(scores, single, atol=1e-12)
+    mlp = run("mlp_5743")
+    assert_all_ok(mlp)
+    assert any(row.claim and "sign slip" in row.quantity for row in mlp.rows)

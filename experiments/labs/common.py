@@ -22,12 +22,14 @@ from torch import Tensor
 
 # The order of `python -m experiments.labs`: by lecture, as the course tells them.
 LAB_MODULES = (
-    "l000_one_layer_relu", "l000_jacobian", "l000_two_layer_net", "l000_batch_formulas",
+    "l000_derivatives", "l000_one_layer_relu", "l000_jacobian", "l000_two_layer_net", "l000_batch_formulas",
     "l000_quadratic_regression", "l000_mnist_mse",
-    "l001_graph_examples", "l001_gate_patterns", "l001_activations", "l001_svm_l2", "l001_vectorised_norm",
+    "l001_graph_examples", "l001_gate_patterns", "l001_activations", "l001_sigmoid_nets", "l001_svm_l2",
+    "l001_vectorised_norm",
     "l002_gradient_descent", "l002_sigmoid_unit", "l002_mlp_5743", "l002_softmax_jacobian",
     "l003_tensors", "l003_loops_vs_vectorised", "l003_iris", "l003_sgd_minibatch",
-    "l004_softmax_classifier", "l004_parameter_count", "l004_batch_size", "l004_optimizers", "l004_memory_freeing",
+    "l004_softmax_classifier", "l004_linear_collapse", "l004_parameter_count", "l004_batch_size", "l004_optimizers",
+    "l004_memory_freeing",
 )
 DEFAULT_LOGDIR = Path("runs/labs")
 
