@@ -365,3 +365,15 @@ def test_linear_collapse_and_the_sign_slip():
     mlp = run("mlp_5743")
     assert_all_ok(mlp)
     assert any(row.claim and "sign slip" in row.quantity for row in mlp.rows)
+
+
+def test_docs_table_has_every_lab_with_the_listings_run_time():
+    """docs/labs.md's table and `labs list` give the same run time for every lab (one number, measured once)."""
+    import re
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "labs.md").read_text()
+    rows_ = re.findall(r"^\| \d{3} \| .* \| `python -m experiments\.labs ([a-z_0-9]+)` \| .* \| ([^|]+) \|$", text,
+                       re.MULTILINE)
+    documented = {name: runtime.strip() for name, runtime in rows_}
+    assert set(documented) == set(LABS)
+    assert {name: LABS[name].runtime for name in LABS} == documented

@@ -102,4 +102,4 @@ def run(args, report) -> None:
 
 
 LAB = Lab("sigmoid_nets", "001", "the 3-4-4-1 sigmoid forward and the ~20-line sigmoid net (sum loss, no biases, "
-          "lr 1e-4)", "5 s", run, add_arguments)
+          "lr 1e-4)", "22 s", run, add_arguments)

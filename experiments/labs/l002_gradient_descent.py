@@ -76,7 +76,8 @@ def run(args, report) -> None:
         log.close()
         curves[f"eta {eta}"] = (list(range(len(values))), [math.log10(max(v, 1e-300)) for v in values])
         report.say(f"eta = {eta}: {'converged' if converged else 'did NOT converge'} after {len(values) - 1} steps, "
-                   f"x = {path[-1].tolist()}, f = {values[-1]:.3g}; first x2: {[round(p[1].item(), 3) for p in path[:5]]}")
+                   f"x = {path[-1].tolist()}, f = {values[-1]:.3g}; "
+                   f"first x2: {[round(p[1].item(), 3) for p in path[:5]]}")
         report.check(f"eta {eta}: converged (1 = yes)", None, float(converged), float(twin_converged))
         stable = eta < 2 / eigenvalues[-1].item()
         report.claim(f"eta {eta} {'converged' if converged else 'did not converge'}, as eta "
@@ -90,4 +91,4 @@ def run(args, report) -> None:
 
 
 LAB = Lab("gradient_descent", "002", "GD on x1^2 + x1 x2 + 4 x2^2 from (3, 3), eta 0.1 / 0.2 / 0.25, test |df| < eps",
-          "1 s", run, add_arguments)
+          "< 1 s", run, add_arguments)

@@ -131,4 +131,4 @@ def run(args, report) -> None:
 
 
 LAB = Lab("iris", "003", "iris, 2 features, 3 classes, hidden 10, SGD: accuracy and decision regions image",
-          "5 s", run, add_arguments)
+          "13 s", run, add_arguments)
