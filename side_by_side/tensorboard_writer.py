@@ -203,8 +203,11 @@ class RunLogger:
                                       _worst(weight_diffs.values()), step)
 
     def verdict(self, step: int, text: str) -> None:
-        """The parity verdict in words (``parity_verdict.verdict_text``), a Text card in the manual writer."""
-        self.writers["manual"].add_text(PARITY_VERDICT, text, step)
+        """The parity verdict in words (``parity_verdict.verdict_text``), a Text card in the manual writer; the
+        card renders Markdown, so its first word (PASS, FAIL) is set in bold to be read first."""
+        word, _, rest = text.partition(" ")
+        self.writers["manual"].add_text(PARITY_VERDICT, f"**{word}** {rest}" if word in ("PASS:", "PASS,", "FAIL:")
+                                        else text, step)
 
     # --- histograms and images ---------------------------------------------------------------------------------------
 

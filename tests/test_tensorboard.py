@@ -670,7 +670,7 @@ def test_tensorboard_server_serves_the_verdict_text_and_the_layer_by_tensor_imag
     assert [entry["step"] for entry in texts] == EPOCH_END_STEPS
     last = texts[-1]["text"]
     checks = len(PARITY_CHECKED)
-    assert f"PASS: {checks}/{checks} parity checks bitwise equal" in last, last
+    assert f"<strong>PASS:</strong> {checks}/{checks} parity checks bitwise equal" in last, last  # bold, first
     accuracy = 100 * full_run.summary["final"]["manual"]["test_accuracy"]
     assert f"Test accuracy {accuracy:.2f} % for both models" in last, last
     assert full_run.summary["parity"]["verdict"].startswith(f"PASS: {checks}/{checks} parity checks bitwise")
