@@ -310,3 +310,15 @@ def test_hparams_sessions_have_a_model_column_and_typed_values(tmp_path):
                           "sizes": "784-10", "optimizer.name": "adam", "optimizer.betas": "0.9-0.999"}
         assert not [tag for tag in acc.Tags()["scalars"] if tag.startswith("hparam")]
         assert ("config/text_summary" in acc.Tags()["tensors"]) == (model == "manual")
+
+
+def test_layout_gains_the_data_parallel_category_when_its_distance_is_logged(tmp_path):
+    logger = RunLogger(tmp_path, layers=2)
+    logger.scalars("manual", 1, {"loss/train": 1.0})
+    logger.scalars("manual", 1, {"parity_detail/dp_vs_single_process_eps_of_max": 3.0,
+                                 "parity_detail/dp_vs_single_process_max_rel": 1e-6})
+    logger.close()
+    before, after = layout_of(tmp_path / "manual")
+    assert not any("data-parallel" in title for title in before)
+    assert any("data-parallel" in title for title in after)
+    assert "parity per layer, in backprop order (last layer first)" in after
