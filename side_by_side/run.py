@@ -26,7 +26,7 @@ from side_by_side.process_group import DataParallel, SilentLogger
 from side_by_side.run_directory import RunLock
 from side_by_side.run_report import DRY_RUN_EVAL_IMAGES, end_of_epoch, summary
 from side_by_side.run_state import restore_run, run_state, save_run
-from side_by_side.settings import TrainingError, TrainSettings
+from side_by_side.settings import NothingToTrain, TrainingError, TrainSettings
 from side_by_side.signals import DeferredInterrupt
 from side_by_side.tensorboard_writer import RunLogger
 from torch_reference.compare import policy_for
@@ -130,6 +130,16 @@ class SideBySideRun:
         return summary(self, stopped_early)
 
 
+def already_there(run: SideBySideRun, resume: Path) -> None:
+    """--max-steps at or below the checkpoint's step: stop before training, with nothing changed (every rank of a
+    data-parallel run restores the same step, so all stop here together)."""
+    max_steps = run.settings.max_steps
+    if max_steps is not None and run.global_step >= max_steps:
+        raise NothingToTrain(f"the checkpoint {resume} is at step {run.global_step}, at or past --max-steps "
+                             f"{max_steps}; nothing was changed (give a --max-steps above {run.global_step} to "
+                             "train on)")
+
+
 def train(config: MLPConfig, settings: TrainSettings, data: DatasetSplits, run_dir: Path, description: dict,
           resume: Path | None = None, log: Callable[[str], None] = print, progress: bool = True,
           data_parallel: DataParallel | None = None) -> dict:
@@ -147,6 +157,7 @@ def train(config: MLPConfig, settings: TrainSettings, data: DatasetSplits, run_d
                             data_parallel=data_parallel)
         if resume is not None:
             run.restore(resume)
+            already_there(run, resume)
         return run.run(SilentLogger())
     lock = RunLock(run_dir, fresh=resume is None).acquire()  # a second process on this run directory stops here
     for orphan in lock.removed_orphans:
@@ -158,6 +169,7 @@ def train(config: MLPConfig, settings: TrainSettings, data: DatasetSplits, run_d
         log(f"engine: {run.models.path_note}")
         if resume is not None:
             run.restore(resume)
+            already_there(run, resume)  # before the logger, which would purge events past the checkpoint
             log(f"resumed from {resume}: epoch {run.epoch + 1}, step {run.global_step}")
         logger = GuardedLogger(run_dir, lambda: RunLogger(run_dir, purge_step=run.global_step + 1 if resume is not None
                                                           else None, twin=settings.twin,
