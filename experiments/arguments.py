@@ -200,6 +200,9 @@ def writable_dir(path, flag: str) -> Path:
         raise ValueError(f"{flag} {path}: exists and is not a directory")
     try:
         path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"{flag} {path}: cannot create the directory ({error.strerror or error})") from None
+    try:
         descriptor, probe = tempfile.mkstemp(prefix=".probe.", dir=path)
         os.close(descriptor)
         os.unlink(probe)

@@ -157,11 +157,13 @@ class Report:
 
     @property
     def course_reproduced(self) -> bool:
-        return all(row.course_ok for row in self.rows)
+        return bool(self.rows) and all(row.course_ok for row in self.rows)
 
     @property
     def passed(self) -> bool:
-        return all(row.ok for row in self.rows)
+        """Every row holds, and there is at least one: a lab that checked nothing (say, with --max-steps 0) has
+        reproduced nothing."""
+        return bool(self.rows) and all(row.ok for row in self.rows)
 
     def table(self) -> str:
         header = ("quantity", "course", "engine", "twin", "|engine-course|", "engine vs twin", "")
@@ -174,7 +176,8 @@ class Report:
         widths = [min(44, max(len(line[i]) for line in lines)) for i in range(len(header))]
         rendered = ["  ".join(cell[:44].ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines]
         rendered.insert(1, "-" * len(rendered[0]))
-        verdict = "all course numbers reproduced" if self.course_reproduced else "a course number was NOT reproduced"
+        verdict = ("all course numbers reproduced" if self.course_reproduced
+                   else "a course number was NOT reproduced" if self.rows else "FAILED: nothing was checked")
         if not all(row.parity_ok for row in self.rows):
             verdict += "; the engine and the twin DISAGREE"
         return "\n".join(rendered + [f"{self.lab}: {verdict}"])
@@ -281,13 +284,21 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (at most 2**63 - 1, what torch can hold), by the shared policy."""
+    from experiments.arguments import integer
+
     try:
-        value = int(text)
+        return integer(int(text), "value", low=1)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {value}")
-    return value
+        raise argparse.ArgumentTypeError(f"expected a positive integer (at most 2**63 - 1); got {text!r}")
+
+
+def positive_int_list(text: str) -> list[int]:
+    """An argparse type: comma-separated positive integers such as 1,16,128."""
+    try:
+        return [positive_int(part) for part in text.split(",")]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers such as 1,16; got {text!r}")
 
 
 def positive_float(text: str) -> float:
