@@ -60,5 +60,6 @@ def memory_fits(config: MLPConfig, optimizer: OptimizerConfig, batch_size: int, 
             flag = f"--maxout-pieces {config.maxout_pieces}"
     raise ValueError(f"{flag}: the run needs about {human(needed.total)} of memory ({human(needed.parameters)} for the "
                      f"parameters, gradients, optimizer state and checkpoint of {models}, {human(needed.activations)} "
-                     f"for the activations of a batch of {batch_size} and of an evaluation on {eval_images} images); "
-                     f"only {human(free)} is available")
+                     f"for the activations of a batch of {batch_size}"
+                     + (f" and of an evaluation on {eval_images} images" if eval_images else "")
+                     + f"); only {human(free)} is available")
