@@ -39,6 +39,7 @@ from side_by_side.process_group import DistributedError
 from side_by_side.run import DRY_RUN_BATCHES, DRY_RUN_EVAL_IMAGES, TrainingError, TrainSettings, train
 from side_by_side.run_directory import RunLockError
 from side_by_side.settings import NothingToTrain
+from side_by_side.signals import signals_held
 from side_by_side.tensorboard_layout import auto_log_interval, run_name
 from side_by_side.tensorboard_writer import new_run_dir
 
@@ -179,6 +180,10 @@ def main(argv=None) -> int:
         status = run(args, argv, parser, config, optimizer, epochs, logdir, data_parallel, notes)
         finished = status in (0, 130, 143)  # every rank gets these together (the ranks agree on a stop)
         return status
+    except KeyboardInterrupt:  # a second Ctrl-C before any checkpoint: nothing to keep
+        print("error: stopped at once by a second Ctrl-C before the first checkpoint; there is nothing to resume",
+              file=sys.stderr)
+        return 130
     except RuntimeError as error:
         if data_parallel is None:
             raise
@@ -324,17 +329,18 @@ def run(args, argv, parser, config, optimizer, epochs, logdir, data_parallel, no
 
     summary_path = run_dir / "summary.json"
     text = json.dumps(summary, indent=2) + "\n"
-    try:
-        arguments.write_output(summary_path, text, "run summary")
-    except OSError as error:
-        print(f"error: {error}; the checkpoint {summary['checkpoint']} holds the run", file=sys.stderr)
-        return 1
-    if args.json:
+    with signals_held():  # a late Ctrl-C must not leave the summary behind the checkpoint
         try:
-            arguments.write_output(args.json, text, "--json")
+            arguments.write_output(summary_path, text, "run summary")
         except OSError as error:
-            print(f"error: {error}; the run's own summary is {summary_path}", file=sys.stderr)
+            print(f"error: {error}; the checkpoint {summary['checkpoint']} holds the run", file=sys.stderr)
             return 1
+        if args.json:
+            try:
+                arguments.write_output(args.json, text, "--json")
+            except OSError as error:
+                print(f"error: {error}; the run's own summary is {summary_path}", file=sys.stderr)
+                return 1
     print_summary(summary, log)
     # An interrupted run is not a finished one: exit as shells report a death by that signal (128 + number).
     return {"SIGINT": 130, "SIGTERM": 143}.get(summary["interrupted"], 0)

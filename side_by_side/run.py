@@ -27,7 +27,7 @@ from side_by_side.run_directory import RunLock
 from side_by_side.run_report import DRY_RUN_EVAL_IMAGES, end_of_epoch, summary
 from side_by_side.run_state import restore_run, run_state, save_run
 from side_by_side.settings import NothingToTrain, TrainingError, TrainSettings
-from side_by_side.signals import DeferredInterrupt
+from side_by_side.signals import DeferredInterrupt, signals_held
 from side_by_side.tensorboard_writer import RunLogger
 from torch_reference.compare import policy_for
 from torch_reference.dp_parity import SingleProcessTally
@@ -140,6 +140,19 @@ def already_there(run: SideBySideRun, resume: Path) -> None:
                              "train on)")
 
 
+def last_checkpoint_summary(run: SideBySideRun, log: Callable[[str], None]) -> dict:
+    """After a second Ctrl-C stopped the run at once: the run as its last checkpoint holds it (restored, with
+    further signals held back), so that summary.json, written next, describes that checkpoint. Without a checkpoint
+    (or data-parallel, where the other ranks are mid-step) the interrupt goes on up."""
+    if run.last_checkpoint is None or run.dp is not None:
+        raise KeyboardInterrupt
+    with signals_held():
+        restore_run(run, run.last_checkpoint)
+        log(f"stopped at once by a second signal; the run is as its last checkpoint {run.last_checkpoint} holds it "
+            f"(step {run.global_step})")
+        return run.summary(stopped_early=True)
+
+
 def train(config: MLPConfig, settings: TrainSettings, data: DatasetSplits, run_dir: Path, description: dict,
           resume: Path | None = None, log: Callable[[str], None] = print, progress: bool = True,
           data_parallel: DataParallel | None = None) -> dict:
@@ -177,7 +190,10 @@ def train(config: MLPConfig, settings: TrainSettings, data: DatasetSplits, run_d
         try:
             if resume is None:
                 logger.config_text(description)
-            summary = run.run(logger)
+            try:
+                summary = run.run(logger)
+            except KeyboardInterrupt:  # a second Ctrl-C: the step in flight is dropped, the last checkpoint is kept
+                summary = last_checkpoint_summary(run, log)
             if not summary["stopped_early"]:
                 hparams = {**config.to_dict(), **settings.hparams()}
                 logger.hparams(hparams, {model: {"test_accuracy": values["test_accuracy"],
