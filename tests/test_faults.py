@@ -403,8 +403,8 @@ def test_a_json_path_on_a_read_only_mount_is_refused_before_training(fake_data, 
     mount_point("-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", target=read_only)
     status, out, err = run_main(cli(fake_data, "--logdir", str(tmp_path / "runs"), "--dry-run",
                                     "--json", str(read_only / "s.json")), capsys)
-    assert status == 2 and f"--json {read_only / 's.json'}: cannot be written: its directory {read_only} takes no new " \
-                           "files (Read-only file system)" in err
+    assert status == 2 and f"--json {read_only / 's.json'}: cannot be written: its directory {read_only} takes no " \
+                           "new files (Read-only file system)" in err
     assert "epoch" not in out
 
 
