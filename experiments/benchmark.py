@@ -213,11 +213,13 @@ def format_table(result: dict) -> str:
              + " | ".join(f"{name + ' KiB':>14}" for name in VARIANTS)]
     for row in result["rows"]:
         r = ratios(row)
-        lines.append(f"{row['batch_size']:>5} | " + " | ".join(f"{cell(row['ms'][name], '.3f'):>14}" for name in VARIANTS)
+        lines.append(f"{row['batch_size']:>5} | "
+                     + " | ".join(f"{cell(row['ms'][name], '.3f'):>14}" for name in VARIANTS)
                      + f" | {pair(r['autograd/fast'], r['autograd/fast paired median']):>22} | "
                      f"{cell(r['autograd/reference'], '.2f'):>12} | "
                      f"{pair(r['fast/gemm_floor'], r['fast/gemm_floor paired median']):>19} | "
-                     + " | ".join(f"{cell(None if row['peak_bytes'][name] is None else row['peak_bytes'][name] / 1024, '.0f'):>14}"
+                     + " | ".join(format(cell(None if row['peak_bytes'][name] is None
+                                              else row['peak_bytes'][name] / 1024, '.0f'), ">14")
                                   for name in VARIANTS))
         for name, note in row["notes"].items():
             lines.append(f"      note ({name}): {note}")
@@ -225,7 +227,8 @@ def format_table(result: dict) -> str:
     if epoch:
         lines.append(f"one {epoch['dataset']} epoch ({epoch['images']} images, batch {epoch['batch_size']}, fastest of "
                      f"{epoch.get('repeats', 1)}): " + ", ".join(
-            f"{name} {rate:.0f} images/s ({epoch['seconds'][name]:.2f} s)" for name, rate in epoch["images_per_s"].items()))
+            f"{name} {rate:.0f} images/s ({epoch['seconds'][name]:.2f} s)"
+            for name, rate in epoch["images_per_s"].items()))
         for name, note in epoch.get("notes", {}).items():
             lines.append(f"      epoch note ({name}): {note}")
     lines.append("ratios: of the best repeats; in parentheses the median of the ratio within each quiet repeat (every "
@@ -255,8 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's choice)")
     parser.add_argument("--fuse-velocity", action="store_true",
-                        help="fast path: the GEMM writes the momentum buffer (not bitwise; see manual_backprop/fast.py); "
-                             "--variants fast,fast_fused,... times both forms in one run instead")
+                        help="fast path: the GEMM writes the momentum buffer (not bitwise; see "
+                             "manual_backprop/fast.py); --variants fast,fast_fused,... times both forms in one run "
+                             "instead")
     parser.add_argument("--epoch-batch-size", type=int, default=64, help="batch size of the MNIST epoch; 0 skips it")
     parser.add_argument("--epoch-repeats", type=int, default=3,
                         help="epochs per variant, taking turns; the fastest counts")

@@ -34,10 +34,12 @@ def add_data_parallel_flags(parser: argparse.ArgumentParser) -> None:
                             "as each bucket of gradients is final, like DDP) or simple (one blocking all-reduce per "
                             "gradient after the backward) (default: bucketed)")
     group.add_argument("--bucket-mb", type=float, default=None,
-                       help=f"bucket size cap in MiB, for the engine's buckets and DDP's (default: {DEFAULT_BUCKET_MB})")
+                       help="bucket size cap in MiB, for the engine's buckets and DDP's "
+                            f"(default: {DEFAULT_BUCKET_MB})")
     group.add_argument("--dist-timeout", type=float, default=None,
                        help="seconds a process waits in a collective for the others before it gives up with an error "
-                            f"(default: {DEFAULT_TIMEOUT_S:g}); rank 0's evaluation at the end of an epoch must fit in it")
+                            f"(default: {DEFAULT_TIMEOUT_S:g}); rank 0's evaluation at the end of an epoch must fit "
+                            "in it")
 
 
 def start_data_parallel(args: argparse.Namespace, device: str) -> DataParallel | None:

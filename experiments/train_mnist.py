@@ -389,8 +389,8 @@ def print_summary(summary: dict, log) -> None:
             f"{parity['worst_weight_max_abs_diff']:.3g}")
         inexact = {key: worst for key, worst in parity["worst_per_tensor"].items() if worst["max_ulp"] > 0}
         if not inexact:
-            log(f"  every one of the {len(parity['worst_per_tensor'])} compared tensors was bitwise equal at every "
-                "check")
+            log(f"  every one of the {len(parity['worst_per_tensor'])} compared tensors was bitwise equal "
+                "at every check")
         for key, worst in inexact.items():
             log(f"    worst {key:12s} max abs {worst['max_abs']:.3g}  max rel {worst['max_rel']:.3g}  "
                 f"max ulp {worst['max_ulp']:.0f}")

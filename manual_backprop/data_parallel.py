@@ -122,7 +122,8 @@ class GradientAverager:
     def describe(self) -> str:
         if self.mode == "simple":
             return f"simple (one blocking all-reduce per gradient, {len(self.order)} per step)"
-        sizes = ", ".join(f"[{' '.join(bucket.names)}] {bucket.buffer.numel() * bucket.buffer.element_size() / 2**10:.0f} KiB"
+        sizes = ", ".join(f"[{' '.join(bucket.names)}] "
+                          f"{bucket.buffer.numel() * bucket.buffer.element_size() / 2**10:.0f} KiB"
                           for bucket in self.buckets)
         return f"bucketed ({len(self.buckets)} bucket{'s' if len(self.buckets) != 1 else ''}: {sizes})"
 
@@ -166,7 +167,8 @@ class GradientAverager:
         if not self.in_step:
             raise RuntimeError("GradientAverager.finish: call start_step before the backward")
         if sorted(grads) != sorted(self.order):
-            raise ValueError(f"GradientAverager.finish: expected gradients for {sorted(self.order)}; got {sorted(grads)}")
+            raise ValueError(f"GradientAverager.finish: expected gradients for {sorted(self.order)}; "
+                             f"got {sorted(grads)}")
         self.in_step = False
         if self.mode == "simple":
             for name in self.order:

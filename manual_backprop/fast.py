@@ -140,7 +140,8 @@ class FastTrainer(BatchScreen, OptimizerStateIO):
             raise ValueError(f"optimizer: the fast path runs sgd and momentum; got {optimizer.name!r}")
         for name in ("dampening", "weight_decay"):
             if getattr(optimizer, name, None):
-                raise ValueError(f"{name}: the fast path runs SGD without {name}; got {name}={getattr(optimizer, name)}")
+                raise ValueError(f"{name}: the fast path runs SGD without {name}; "
+                                 f"got {name}={getattr(optimizer, name)}")
         return cls(config, params, optimizer.lr, optimizer.momentum or 0.0, **options)
 
     # --- the step -------------------------------------------------------------------------------------------

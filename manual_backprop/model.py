@@ -113,7 +113,8 @@ class MLP:
         # can also overflow to, pays for the elementwise check that finds the entry.
         if not torch.isfinite(X.sum()) and not torch.isfinite(X).all():
             bad = (~torch.isfinite(X)).nonzero()[0].tolist()
-            raise ValueError(f"X: contains NaN or Inf (first at row {bad[0]}, column {bad[1]}: {X[bad[0], bad[1]].item()})")
+            raise ValueError(f"X: contains NaN or Inf (first at row {bad[0]}, column {bad[1]}: "
+                             f"{X[bad[0], bad[1]].item()})")
 
     def check_targets(self, target: Tensor, m: int) -> Tensor:
         """Return the target in the form the loss needs, or raise an error naming what is wrong.

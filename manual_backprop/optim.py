@@ -88,7 +88,8 @@ class Optimizer:
             restored[name] = {}
             for key, tensor in entries.items():
                 if not isinstance(tensor, Tensor):
-                    raise ValueError(f"optimizer state[{name!r}][{key!r}]: expected a tensor; got {type(tensor).__name__}")
+                    raise ValueError(f"optimizer state[{name!r}][{key!r}]: expected a tensor; "
+                                     f"got {type(tensor).__name__}")
                 if key == "step":
                     if tensor.shape != () or not torch.isfinite(tensor) or tensor.item() < 0:
                         raise ValueError(f"optimizer state[{name!r}]['step']: expected a count >= 0; got {tensor}")

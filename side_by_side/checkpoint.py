@@ -90,7 +90,8 @@ def load_checkpoint(path: Path) -> dict:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises several types for truncated or non-checkpoint files
         raise CheckpointError(f"--resume {path}: the file is truncated or not a checkpoint "
-                              f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''})") from error
+                              f"({type(error).__name__}: "
+                              f"{str(error).splitlines()[0] if str(error) else ''})") from error
     found = state.get("format_version") if isinstance(state, dict) else type(state).__name__
     if isinstance(found, int) and not isinstance(found, bool) and 0 < found < FORMAT_VERSION:
         raise CheckpointError(f"--resume {path}: the checkpoint is of format {found}, written by an older version "

@@ -150,7 +150,8 @@ class _Checker:
             self.fail(field, wanted + (f" of shape {tuple(shape)}" if shape is not None else ""), value)
         if value.is_floating_point() and value.numel() and not (
                 torch.isfinite(value.sum()) or torch.isfinite(value).all()):
-            raise CheckpointError(f"{self.where}: {field}: holds NaN or Inf; a checkpoint never stores a diverged state")
+            raise CheckpointError(f"{self.where}: {field}: holds NaN or Inf; "
+                                  "a checkpoint never stores a diverged state")
         return value
 
     def tensors(self, value, field: str) -> dict:
@@ -215,7 +216,8 @@ def validate_structure(path, state: dict) -> None:
     check.integer(check.get(order, "batch_in_epoch", "order.batch_in_epoch"), "order.batch_in_epoch")
     rng_shape = tuple(torch.Generator().get_state().shape)
     check.tensor(check.get(order, "generator", "order.generator"), "order.generator", torch.uint8, rng_shape)
-    check.tensor(check.get(state, "torch_rng", "torch_rng"), "torch_rng", torch.uint8, tuple(torch.get_rng_state().shape))
+    check.tensor(check.get(state, "torch_rng", "torch_rng"), "torch_rng", torch.uint8,
+                 tuple(torch.get_rng_state().shape))
     if "cuda_rng" in state:  # empty unless the run was on a GPU
         cuda_rng = check.tensor(state["cuda_rng"], "cuda_rng", torch.uint8)
         if cuda_rng.dim() != 1:

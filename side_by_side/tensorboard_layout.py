@@ -1,4 +1,5 @@
-"""What a run looks like in TensorBoard: its name, how often it logs, and the Custom Scalars page that shows parity first.
+"""What a run looks like in TensorBoard: its name, how often it logs, and the Custom Scalars page that shows \
+parity first.
 
 TensorBoard's first views (Time Series, Scalars) show one card per tag, sorted by name, and colour each run; when the
 engine and its autograd twin are bitwise equal their curves coincide and look like a single line. The Custom Scalars

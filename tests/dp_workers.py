@@ -61,7 +61,8 @@ def gradients_worker(rank: int, world_size: int, port: int, out: str) -> None:
                 "simple_equals_bucketed": all(torch.equal(averaged["simple"][n], averaged["bucketed"][n])
                                               for n in single),
                 "engine_equals_ddp": all(torch.equal(averaged["bucketed"][n], ddp_grads[n].detach()) for n in single),
-                "ranks_agree": all(torch.equal(other[n], averaged["bucketed"][n]) for other in gathered for n in single),
+                "ranks_agree": all(torch.equal(other[n], averaged["bucketed"][n])
+                                   for other in gathered for n in single),
             }
     if rank == 0:
         torch.save(results, out)

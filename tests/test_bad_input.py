@@ -41,12 +41,16 @@ def test_input_that_is_not_a_tensor(model):
 
 
 @pytest.mark.parametrize("labels, error, pattern", [
-    (torch.tensor([0, 1, 3, 1]), ValueError, r"target: labels must lie in \[0, 2\] for the 3 outputs of layer 2; got values in \[0, 3\]"),
+    (torch.tensor([0, 1, 3, 1]), ValueError,
+     r"target: labels must lie in \[0, 2\] for the 3 outputs of layer 2; got values in \[0, 3\]"),
     (torch.tensor([0, -1, 2, 1]), ValueError, r"got values in \[-1, 2\]"),
-    (torch.tensor([0, 1, 2], dtype=torch.int64), ValueError, r"target: expected labels of shape \(4,\) to match the batch; got \(3,\)"),
+    (torch.tensor([0, 1, 2], dtype=torch.int64), ValueError,
+     r"target: expected labels of shape \(4,\) to match the batch; got \(3,\)"),
     (torch.tensor([0, 1, 2, 1], dtype=torch.int32), TypeError,
-     r"target: class labels must be int64 \(torch.long\) for every loss; got dtype torch.int32 \(convert with target.long\(\)\)"),
-    (torch.eye(3)[[0, 1, 2, 1]], TypeError, r"target: cross_entropy expects int64 class labels of shape \(4,\); got a torch.float32"),
+     r"target: class labels must be int64 \(torch.long\) for every loss; got dtype torch.int32 "
+     r"\(convert with target.long\(\)\)"),
+    (torch.eye(3)[[0, 1, 2, 1]], TypeError,
+     r"target: cross_entropy expects int64 class labels of shape \(4,\); got a torch.float32"),
 ])
 def test_bad_labels_for_cross_entropy(model, labels, error, pattern):
     with pytest.raises(error, match=pattern):
@@ -61,7 +65,8 @@ def test_float_targets_for_hinge_are_refused():
 
 def test_mse_targets_must_have_the_output_shape_and_dtype():
     model = MLP(MLPConfig(sizes=(6, 3), loss="mse"))
-    with pytest.raises(ValueError, match=r"target: mse expects float targets of shape \(2, 3\) \(or int64 class labels of shape \(2,\)\); got \(2, 4\)"):
+    with pytest.raises(ValueError, match=r"target: mse expects float targets of shape \(2, 3\) "
+                                         r"\(or int64 class labels of shape \(2,\)\); got \(2, 4\)"):
         model.loss_and_gradients(torch.rand(2, 6), torch.rand(2, 4))
     with pytest.raises(TypeError, match=r"target: the model is float32; got torch.float64 targets"):
         model.loss_and_gradients(torch.rand(2, 6), torch.rand(2, 3, dtype=torch.float64))
@@ -100,7 +105,8 @@ def test_bce_targets():
 
 
 @pytest.mark.parametrize("kwargs, pattern", [
-    ({"activation": "swish"}, r"activation: expected one of relu, leaky_relu, sigmoid, tanh, elu, identity, maxout; got 'swish'"),
+    ({"activation": "swish"}, r"activation: expected one of relu, leaky_relu, sigmoid, tanh, elu, identity, maxout; "
+                              r"got 'swish'"),
     ({"loss": "nll"}, r"loss: expected one of cross_entropy, mse, hinge, bce, l1; got 'nll'"),
     ({"sizes": (784, 10), "activation": "tanh"}, r"activation: the network \(784, 10\) has no hidden layer, so "
                                                  r"activation='tanh' would be ignored"),
@@ -117,13 +123,15 @@ def test_bce_targets():
     ({"max_norm": -3}, r"max_norm: expected a finite norm bound c > 0"),
     ({"max_norm": float("inf")}, r"max_norm: expected a finite norm bound"),
     ({"loss": "bce", "output_activation": "identity"}, r"output_activation: bce needs the sigmoid output"),
-    ({"loss": "bce", "output_activation": "softmax"}, r"output_activation: softmax exists only fused with the cross_entropy"),
+    ({"loss": "bce", "output_activation": "softmax"}, r"output_activation: softmax exists only fused with the "
+                                                      r"cross_entropy"),
     ({"init": "he"}, r"init: expected one of torch_linear, course_normal, kaiming_uniform, kaiming_normal, "
                      r"xavier_uniform, xavier_normal; got 'he'"),
     ({"dtype": "float16"}, r"dtype: expected one of float32, float64; got 'float16'"),
     ({"sizes": (784,)}, r"sizes: need at least an input and an output width"),
     ({"sizes": (784, 0, 10)}, r"sizes\[1\]: expected a positive int; got 0"),
-    ({"loss": "mse", "output_activation": "softmax"}, r"output_activation: softmax exists only fused with the cross_entropy"),
+    ({"loss": "mse", "output_activation": "softmax"}, r"output_activation: softmax exists only fused with the "
+                                                      r"cross_entropy"),
     ({"loss": "cross_entropy", "output_activation": "identity"}, r"cross_entropy needs the softmax output"),
     ({"l2": -1.0}, r"l2: expected a strength >= 0; got -1.0"),
     ({"l2": float("nan")}, r"l2: expected a finite number"),
@@ -171,7 +179,8 @@ def test_batch_on_a_meta_device_is_refused(model):
 
 def test_comparison_refuses_mismatched_shapes_and_dtypes():
     policy = policy_for(torch.float32)
-    with pytest.raises(ValueError, match=r"layer 2 dW: shapes differ, \(3, 4\) vs reference \(1, 4\) \(no broadcasting\)"):
+    with pytest.raises(ValueError, match=r"layer 2 dW: shapes differ, \(3, 4\) vs reference \(1, 4\) "
+                                         r"\(no broadcasting\)"):
         compare_tensors(2, "dW", torch.zeros(3, 4), torch.zeros(1, 4), policy)
     with pytest.raises(TypeError, match=r"layer 1 db: dtypes differ, torch.float32 vs reference torch.float64"):
         compare_tensors(1, "db", torch.zeros(3), torch.zeros(3, dtype=torch.float64), policy)

@@ -84,7 +84,8 @@ def test_cli_new_layers_and_losses_are_bitwise(tmp_path):
                      "--input-dropout", "0.2", "--max-norm", "0.4", "--init", "kaiming_normal", "--input-grad",
                      "--batch-size", "9", "--device", "cpu", "--exact", "--json", str(out))
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "config: 20-12-8-3_maxout3_cross_entropy_drop-0.5_indrop-0.2_maxnorm-0.4_init-kaiming_normal" in result.stdout
+    assert ("config: 20-12-8-3_maxout3_cross_entropy_drop-0.5_indrop-0.2_maxnorm-0.4_init-kaiming_normal"
+            in result.stdout)
     report = json.loads(out.read_text())
     names = [(r["layer"], r["name"]) for r in report["tensors"]]
     assert names[:4] == [(1, "W"), (2, "W"), (3, "W"), ("loss", "loss")]
@@ -96,7 +97,8 @@ def test_cli_new_layers_and_losses_are_bitwise(tmp_path):
 
 @pytest.mark.parametrize("loss", ["bce", "l1"])
 def test_cli_bce_and_l1(loss, capsys):
-    args = ["--sizes", "10,6,1", "--loss", loss, "--activation", "tanh", "--device", "cpu", "--exact", "--batch-size", "5"]
+    args = ["--sizes", "10,6,1", "--loss", loss, "--activation", "tanh", "--device", "cpu", "--exact",
+            "--batch-size", "5"]
     assert parity.main(args) == 0
     assert f"_{loss}," in capsys.readouterr().out
 

@@ -74,7 +74,8 @@ def test_shards_tile_the_global_batch_and_rank_0_keeps_the_seed():
 
 def test_data_parallel_flags_need_torchrun(tmp_path):
     env = {key: value for key, value in os.environ.items() if key not in ("RANK", "WORLD_SIZE")}
-    result = subprocess.run([sys.executable, "-m", "experiments.train_mnist", "--dp-mode", "simple", "--bucket-mb", "1"],
+    result = subprocess.run([sys.executable, "-m", "experiments.train_mnist", "--dp-mode", "simple",
+                             "--bucket-mb", "1"],
                             capture_output=True, text=True, cwd=REPO, env=env)
     assert result.returncode == 2
     assert "--dp-mode, --bucket-mb: only for data-parallel runs; start them with torchrun" in result.stderr
@@ -163,7 +164,8 @@ def test_torchrun_trains_resumes_bitwise_and_refuses_another_world_size(fake_dat
     assert "data-parallel over 2 processes, 8 images each per step" in whole.stdout
     summary = json.loads((run_dir_of(tmp_path / "whole") / "summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 16
-    assert summary["data_parallel"]["mode"] == "bucketed" and summary["data_parallel"]["twin"] == "DistributedDataParallel"
+    assert (summary["data_parallel"]["mode"] == "bucketed"
+            and summary["data_parallel"]["twin"] == "DistributedDataParallel")
     assert summary["parity"]["bitwise_equal_checks"] == summary["parity"]["checks"] == 16  # engine vs DDP twin
 
     part = torchrun(fake_data, tmp_path / "part", *flags, "--max-steps", "5", "--dp-mode", "simple")

@@ -18,7 +18,8 @@ def test_benchmark_writes_the_issue_schema(tmp_path, capsys):
     write_fake_idx(tmp_path / "idx", n_train=40, n_test=10)
     out = tmp_path / "bench.json"
     assert benchmark.main(["--sizes", "784,12,8,10", "--batch-sizes", "1,5", "--repeats", "1", "--min-seconds",
-                           "0.001", "--variants", "reference,fast,fast_fused,autograd,gemm_floor", "--epoch-batch-size", "16",
+                           "0.001", "--variants", "reference,fast,fast_fused,autograd,gemm_floor",
+                           "--epoch-batch-size", "16",
                            "--epoch-dataset", "idx", "--data-dir", str(tmp_path / "idx"), "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert {"config", "device", "threads", "torch", "rows"} <= set(result)
@@ -103,7 +104,8 @@ def test_another_optimizer_times_the_engine_against_torch_optim_and_names_why_th
     row = result["rows"][0]
     assert row["ms"]["reference"] > 0 and row["ms"]["autograd"] > 0
     assert row["ms"]["fast"] is None and "adam" in row["notes"]["fast"]
-    assert set(result["epoch"]["images_per_s"]) == {"reference", "autograd"} and "adam" in result["epoch"]["notes"]["fast"]
+    assert (set(result["epoch"]["images_per_s"]) == {"reference", "autograd"}
+            and "adam" in result["epoch"]["notes"]["fast"])
 
 
 def test_every_variant_trains_with_the_optimizer_it_is_given():

@@ -159,8 +159,10 @@ def _nan_weight(state):
     (lambda state: state["order"].__setitem__("batch_in_epoch", 99), "order.batch_in_epoch: expected an integer >= 0 "
                                                                      "and <= 8; got 99"),
     (_nan_weight, "engine.W2: holds NaN or Inf"),
-    (lambda state: state.__setitem__("format_version", 1), "the checkpoint is of format 1, written by an older version"),
-    (lambda state: state["history"].append({"manual": {"loss/test": 1.0}}), "history[0].manual.loss/train_epoch: missing"),
+    (lambda state: state.__setitem__("format_version", 1),
+     "the checkpoint is of format 1, written by an older version"),
+    (lambda state: state["history"].append({"manual": {"loss/test": 1.0}}),
+     "history[0].manual.loss/train_epoch: missing"),
     (lambda state: state.__setitem__("twin_schedule", [1]), "twin_schedule: expected None or a dict; got [1]"),
 ])
 def test_hand_made_checkpoints_get_a_clear_error_naming_the_field(fake_data, run_copy, capsys, change, message):
@@ -434,7 +436,8 @@ def test_the_memory_check_names_the_batch_size_when_activations_dominate(monkeyp
     monkeypatch.setattr(preflight, "available_bytes", lambda device: 2 ** 30)
     config, optimizer = MLPConfig(sizes=(784, 64, 10)), OptimizerConfig("momentum", lr=0.1, momentum=0.9)
     preflight.memory_fits(config, optimizer, 64, 10000, True, "--hidden 64", "--batch-size 64")  # a few MiB: fine
-    with pytest.raises(ValueError, match=r"^--batch-size 2000000: the run needs about 28\.9 GiB of memory \(2\.7 MiB for the parameters.* only "
+    with pytest.raises(ValueError, match=r"^--batch-size 2000000: the run needs about 28\.9 GiB of memory "
+                                         r"\(2\.7 MiB for the parameters.* only "
                                          r"1\.0 GiB is available"):
         preflight.memory_fits(config, optimizer, 2_000_000, 10000, True, "--hidden 64", "--batch-size 2000000")
 
@@ -528,8 +531,9 @@ def test_weights_overflowing_in_the_update_of_an_epochs_last_batch_stop_the_run(
     update overflows the weights. This used to end in "The histogram is empty" instead of the divergence message."""
     logdir = tmp_path / "runs"
     # A strong L2 term makes the gradients large (2 * l2 * W) while the loss stays finite; lr * gradient overflows.
-    status, _, err = run_main(cli(fake_data, "--logdir", str(logdir)) + ["--batch-size", "full", "--optimizer", "sgd",
-                                                                         "--l2", "1e4", "--lr", "1e37", "--epochs", "2"],
+    status, _, err = run_main(cli(fake_data, "--logdir", str(logdir))
+                              + ["--batch-size", "full", "--optimizer", "sgd",
+                                 "--l2", "1e4", "--lr", "1e37", "--epochs", "2"],
                               capsys)
     assert status == 1
     assert "became non-finite in the update" in err and "No checkpoint had been written yet" in err, err

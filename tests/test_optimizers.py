@@ -59,7 +59,8 @@ def state_pairs(engine_optimizer, torch_optimizer, torch_params):
     for name, param in torch_params.items():
         engine_state, torch_state = engine_optimizer.state[name], torch_optimizer.state[param]
         torch_keys = {key for key, value in torch_state.items() if value is not None}
-        assert set(engine_state) == torch_keys, f"{name}: state keys {sorted(engine_state)} vs torch {sorted(torch_keys)}"
+        assert set(engine_state) == torch_keys, (f"{name}: state keys {sorted(engine_state)} "
+                                                 f"vs torch {sorted(torch_keys)}")
         for key in sorted(torch_keys):
             yield name, key, engine_state[key], torch_state[key]
 
@@ -204,7 +205,8 @@ def test_schedule_lr_bitwise_every_step_and_weights_follow(schedule, optimizer_n
     ({"name": "nesterov", "dampening": 0.5}, r"nesterov needs dampening 0"),
     ({"name": "rmsprop", "alpha": 1.0}, r"alpha: expected 0 <= alpha < 1"),
     ({"name": "sgd", "betas": (0.9, 0.99)}, r"betas: sgd has no betas hyperparameter"),
-    ({"name": "adam", "eps_placement": "course"}, r"eps_placement: the course's sqrt\(v \+ eps\) form exists for adagrad"),
+    ({"name": "adam", "eps_placement": "course"},
+     r"eps_placement: the course's sqrt\(v \+ eps\) form exists for adagrad"),
     ({"name": "lbfgs"}, r"optimizer: expected one of sgd, momentum"),
     ({"name": "adam", "weight_decay": -0.1}, r"weight_decay: expected >= 0"),
 ])

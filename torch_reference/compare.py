@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from manual_backprop.record import Record
+from torch_reference.tensor_metrics import measure, relative_error, ulp_distance  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)
@@ -40,33 +41,6 @@ def policy_for(dtype: torch.dtype, require_exact: bool = False) -> TolerancePoli
         raise ValueError(f"dtype: no tolerance policy for {dtype}; expected float32 or float64")
     policy = DEFAULT_POLICIES[dtype]
     return TolerancePolicy(policy.rtol, policy.atol, require_exact) if require_exact else policy
-
-
-_INT_VIEW = {torch.float32: torch.int32, torch.float64: torch.int64, torch.float16: torch.int16,
-             torch.bfloat16: torch.int16}
-
-
-def _ordered_bits(x: Tensor) -> Tensor:
-    """Map floats to int64 so that adjacent floats map to adjacent integers (+0 and -0 both to 0)."""
-    bits = x.contiguous().view(_INT_VIEW[x.dtype]).to(torch.int64)
-    width = torch.finfo(x.dtype).bits
-    magnitude = bits & ((1 << (width - 1)) - 1)  # drop the sign bit
-    return torch.where(bits < 0, -magnitude, magnitude)
-
-
-def ulp_distance(mine: Tensor, ref: Tensor) -> Tensor:
-    """Elementwise number of representable floats between mine and ref, as float64 (exact below 2**53)."""
-    a, b = _ordered_bits(mine), _ordered_bits(ref)
-    same_sign = (a >= 0) == (b >= 0)
-    # Within one sign the int64 difference cannot overflow; across signs add the magnitudes in float64.
-    return torch.where(same_sign, (a - b).abs().to(torch.float64), a.abs().to(torch.float64) + b.abs().to(torch.float64))
-
-
-def relative_error(mine: Tensor, ref: Tensor) -> Tensor:
-    """|mine - ref| / max(|mine| + |ref|, tiny): CS231n's rel_error with a floor at the dtype's smallest
-    normal number, so two zeros give 0 and a tiny value against zero gives 1, never NaN."""
-    floor = torch.finfo(mine.dtype).tiny
-    return (mine - ref).abs() / (mine.abs() + ref.abs()).clamp_min(floor)
 
 
 @dataclass
@@ -97,20 +71,17 @@ def compare_tensors(layer, name: str, mine: Tensor, ref: Tensor, policy: Toleran
     if not mine.is_floating_point():
         raise TypeError(f"{where}: expected floating-point tensors; got {mine.dtype}")
     mine, ref = mine.detach(), ref.detach()
-    exact = bool(torch.equal(mine.contiguous().view(_INT_VIEW[mine.dtype]), ref.contiguous().view(_INT_VIEW[ref.dtype])))
-    finite = bool(torch.isfinite(mine).all() and torch.isfinite(ref).all())
+    stats = measure(mine, ref)  # the one definition of bitwise, max abs, max rel and ulp (tensor_metrics.py)
+    exact = stats.bitwise
     if mine.numel() == 0:
         max_abs = max_rel = max_ulp = 0.0
         within = True
-    elif not finite:
+    elif not stats.finite:  # a policy on values says nothing about NaN or Inf: the row fails, shown as NaN
         max_abs = max_rel = max_ulp = math.nan
         within = False
     else:
-        abs_error = (mine - ref).abs()
-        max_abs = abs_error.max().item()
-        max_rel = relative_error(mine, ref).max().item()
-        max_ulp = ulp_distance(mine, ref).max().item()
-        within = bool((abs_error <= policy.atol + policy.rtol * ref.abs()).all())
+        max_abs, max_rel, max_ulp = stats.max_abs, stats.max_rel, stats.max_ulp
+        within = bool(((mine - ref).abs() <= policy.atol + policy.rtol * ref.abs()).all())
     passed = within and (exact or not policy.require_exact)
     return TensorComparison(layer, name, list(mine.shape), str(mine.dtype).replace("torch.", ""),
                             max_abs, max_rel, max_ulp, exact, passed)
@@ -179,7 +150,8 @@ class ParityReport:
                   "out of tolerance:": [row for row in failed if not math.isnan(row.max_abs)
                                         and not (self.policy.require_exact and not row.exact)],
                   "finite differences disagree:": [row for row in self.numeric if not row.passed]}
-        why = "; ".join(f"{label} " + ", ".join("loss" if row.layer == "loss" else f"{row.layer}.{row.name}" for row in rows)
+        label_of = lambda row: "loss" if row.layer == "loss" else f"{row.layer}.{row.name}"
+        why = "; ".join(f"{label} " + ", ".join(label_of(row) for row in rows)
                         for label, rows in groups.items() if rows)
         equal = f"{self.exact_count}/{len(self.rows)} tensors bitwise equal"
         if why:

@@ -58,7 +58,8 @@ def run(args, report) -> None:
     twin_optimizer = torch.optim.SGD(twin.parameters(), lr=args.lr, foreach=False)
     run_dir = report.run_dir = new_lab_run_dir(args, "mnist_mse", f"{len(X_train)}x{epochs}")
     writers = {"manual": writer(run_dir, "manual"), "autograd": writer(run_dir, "autograd")}
-    report.say(f"784-{args.hidden}-10, MSE on one-hot labels, full batch of {len(X_train)}, lr {args.lr}, {epochs} epochs")
+    report.say(f"784-{args.hidden}-10, MSE on one-hot labels, full batch of {len(X_train)}, lr {args.lr}, "
+               f"{epochs} epochs")
     for epoch in range(1, epochs + 1):
         with torch.inference_mode():
             record = engine.loss_and_gradients(X_train, data.train_y)  # one-hot targets built from the labels
@@ -66,7 +67,8 @@ def run(args, report) -> None:
         twin_loss = twin.loss_and_gradients(X_train, data.train_y).loss.item()
         twin_optimizer.step()
         if epoch == 1 or epoch % max(1, epochs // 20) == 0 or epoch == epochs:
-            engine_test, twin_test = evaluate_engine(engine, X_test, data.test_y), evaluate_twin(twin, X_test, data.test_y)
+            engine_test, twin_test = (evaluate_engine(engine, X_test, data.test_y),
+                                      evaluate_twin(twin, X_test, data.test_y))
             for name, loss, test in (("manual", record.loss.item(), engine_test), ("autograd", twin_loss, twin_test)):
                 writers[name].add_scalar("loss/train", loss, epoch)
                 writers[name].add_scalar("accuracy/test", test.accuracy, epoch)

@@ -89,5 +89,6 @@ def run(args, report) -> None:
     report.values["losses"] = engine_losses
 
 
-LAB = Lab("two_layer_net", "000", "TwoLayerNet 2-3-3 on one sample, 20 steps at lr 0.1 with the course's seed-0 weights",
+LAB = Lab("two_layer_net", "000",
+          "TwoLayerNet 2-3-3 on one sample, 20 steps at lr 0.1 with the course's seed-0 weights",
           "1 s", run)

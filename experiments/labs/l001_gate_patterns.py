@@ -51,8 +51,10 @@ def run(args, report) -> None:
         if dy is not None:
             report.check(f"{gate}: dy", None, dy, twin[gate][1])
     # The patterns themselves, as equalities the lecture states (1 = holds).
-    report.check("add distributes: dx = dy = dz", 1, float(torch.equal(engine["add"][0], dz) and torch.equal(engine["add"][1], dz)))
-    report.check("mul swaps: dx = dz*y, dy = dz*x", 1, float(torch.equal(twin["mul"][0], dz * y) and torch.equal(twin["mul"][1], dz * x)))
+    report.check("add distributes: dx = dy = dz", 1,
+                 float(torch.equal(engine["add"][0], dz) and torch.equal(engine["add"][1], dz)))
+    report.check("mul swaps: dx = dz*y, dy = dz*x", 1,
+                 float(torch.equal(twin["mul"][0], dz * y) and torch.equal(twin["mul"][1], dz * x)))
     report.check("copy adds: dx = da + db", 1, float(torch.equal(twin["copy"][0], dz + db)))
     routed = (twin["max"][0] != 0) ^ (twin["max"][1] != 0)
     report.check("max routes: exactly one input gets dz", 1, float(bool(routed.all())))

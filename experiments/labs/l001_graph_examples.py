@@ -30,7 +30,8 @@ def engine_add_mul(x, y, z) -> dict:
     grad_z = grad_f * local["df/dz"]
     grad_x = grad_q * local["dq/dx"]
     grad_y = grad_q * local["dq/dy"]
-    return {"q": q, "f": f, **local, "df/dx": grad_x, "df/dy": grad_y, "df/dz (total)": grad_z, "df/dq (upstream)": grad_q}
+    return {"q": q, "f": f, **local, "df/dx": grad_x, "df/dy": grad_y, "df/dz (total)": grad_z,
+            "df/dq (upstream)": grad_q}
 
 
 def twin_add_mul(x, y, z) -> dict:
@@ -80,7 +81,8 @@ def run(args, report) -> None:
     engine, twin = engine_add_mul(**XYZ), twin_add_mul(**XYZ)
     report.say("f = (x + y) z at (-2, 5, -4): q = x + y = 3, f = q z = -12")
     report.say(f"  local: dq/dx = dq/dy = 1, df/dq = z = {engine['df/dq']}, df/dz = q = {engine['df/dz']}")
-    report.say(f"  chain: df/dx = df/dq * dq/dx = {engine['df/dx']}, df/dy = {engine['df/dy']}, df/dz = {engine['df/dz (total)']}")
+    report.say(f"  chain: df/dx = df/dq * dq/dx = {engine['df/dx']}, df/dy = {engine['df/dy']}, "
+               f"df/dz = {engine['df/dz (total)']}")
     course = {"q": 3, "f": -12, "dq/dx": 1, "dq/dy": 1, "df/dq": -4, "df/dz": 3, "df/dx": -4, "df/dy": -4,
               "df/dz (total)": 3, "df/dq (upstream)": -4}
     for name, value in course.items():

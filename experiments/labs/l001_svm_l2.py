@@ -64,7 +64,8 @@ def run(args, report) -> None:
     record = engine.loss_and_gradients(X, y)
     twin_record = TwinMLP.from_engine(config, engine.params).loss_and_gradients(X, y)
     penalty = args.l2 * sum((engine.params[f"W{layer}"] ** 2).sum() for layer in (1, 2))
-    report.say(f"2-layer net 4-6-3, N = 5: L = data {record.loss.item() - penalty.item():.4f} + L2 {penalty.item():.4f}")
+    report.say(f"2-layer net 4-6-3, N = 5: L = data {record.loss.item() - penalty.item():.4f} "
+               f"+ L2 {penalty.item():.4f}")
     report.check("net: L (data + lambda R)", None, record.loss, twin_record.loss)
     for layer, name, tensor in record.items():
         if name.startswith("d"):

@@ -102,5 +102,6 @@ def _numpy_fails(a, b) -> bool:
     return False
 
 
-LAB = Lab("tensors", "003", "broadcasting, maximum vs max, reductions with keepdim, matmul three ways ([[85, 70, ...]])",
+LAB = Lab("tensors", "003",
+          "broadcasting, maximum vs max, reductions with keepdim, matmul three ways ([[85, 70, ...]])",
           "1 s", run)

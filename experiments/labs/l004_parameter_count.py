@@ -26,7 +26,8 @@ def run(args, report) -> None:
         twin_total = sum(parameter.numel() for parameter in twin.parameters())
         slide_part = sum(params[name].numel() for name in ("W1", "b1", "W2", "W3"))  # what the slide counts
         twin_slide_part = sum(twin.engine_parameters()[name].numel() for name in ("W1", "b1", "W2", "W3"))
-        report.say(f"d1 = {d1}, d2 = {d2}: {engine_total:,} parameters ({slide_part:,} without the biases of layers 2, 3)")
+        report.say(f"d1 = {d1}, d2 = {d2}: {engine_total:,} parameters "
+                   f"({slide_part:,} without the biases of layers 2, 3)")
         report.check(f"({d1}, {d2}) slide: 785 d1 + d1 d2 + 10 d2", 785 * d1 + d1 * d2 + 10 * d2, slide_part,
                      twin_slide_part)
         report.check(f"({d1}, {d2}) with biases: 785 d1 + (d1+1) d2 + (d2+1) 10", None, engine_total, twin_total)
