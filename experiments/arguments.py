@@ -51,12 +51,14 @@ def integer(value, flag: str, low: int | None = None, high: int = INT64_MAX, exp
 
 
 def number(value, flag: str, low: float | None = None, high: float | None = None, *, low_open: bool = False,
-           high_open: bool = False) -> float:
-    """``value`` as a finite float within the bounds (open bounds exclude the bound itself)."""
+           high_open: bool = False, expected: str | None = None) -> float:
+    """``value`` as a finite float within the bounds (open bounds exclude the bound itself). ``expected`` replaces
+    "a number > low" in the message (e.g. "a bucket size > 0 MiB")."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{flag}: expected a finite number; got {value!r}")
     if low is not None and (value <= low if low_open else value < low):
-        raise ValueError(f"{flag}: expected a number {'>' if low_open else '>='} {low:g}; got {value:g}")
+        bound = f"a number {'>' if low_open else '>='} {low:g}"
+        raise ValueError(f"{flag}: expected {expected or bound}; got {value:g}")
     if high is not None and (value >= high if high_open else value > high):
         raise ValueError(f"{flag}: expected a number {'<' if high_open else '<='} {high:g}; got {value:g}")
     return float(value)
@@ -74,6 +76,15 @@ def nonempty_path(text: str | None, flag: str) -> None:
     """An empty string is not a path (``Path('')`` would silently mean the current directory)."""
     if text is not None and not str(text).strip():
         raise ValueError(f"{flag}: expected a path; got {text!r}")
+
+
+def path_argument(text: str) -> Path:
+    """An argparse type: a non-empty path, as a Path (``Path('')`` would silently mean the current directory)."""
+    if not text.strip():
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"expected a path; got {text!r}")
+    return Path(text)
 
 
 def _kind(mode: int) -> str:

@@ -37,6 +37,7 @@ from experiments.benchmark_variants import (
     sgd_momentum,
 )
 from experiments.parity import parse_sizes, resolve_device
+from experiments.preflight import memory_fits
 from manual_backprop.config import MLPConfig
 from manual_backprop.model import init_parameters
 from manual_backprop.optim_config import OPTIMIZERS, OptimizerConfig
@@ -302,6 +303,8 @@ def main(argv=None) -> int:
                            dtype=args.dtype, device=resolve_device(args.device))
         optimizer = (sgd_momentum(args.lr, MOMENTUM) if args.optimizer == "momentum"
                      else OptimizerConfig(args.optimizer, lr=args.lr))
+        memory_fits(config, optimizer, max(batch_sizes), 0, "autograd" in names or "compiled" in names,
+                    f"--sizes {','.join(map(str, args.sizes))}", f"--batch-sizes {max(batch_sizes)}")
         if args.epoch_batch_size and args.data_dir is not None:
             arguments.nonempty_path(args.data_dir, "--data-dir")
             if Path(args.data_dir).exists() and not Path(args.data_dir).is_dir():

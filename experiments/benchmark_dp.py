@@ -199,7 +199,8 @@ def main(argv=None) -> int:
     try:
         arguments.integer(args.repeats, "--repeats", low=1)
         arguments.number(args.min_seconds, "--min-seconds", low=0, low_open=True, high=3600)
-        arguments.number(args.bucket_mb, "--bucket-mb", low=0, low_open=True, high=2 ** 20)
+        arguments.number(args.bucket_mb, "--bucket-mb", low=0, low_open=True, high=2 ** 20,
+                         expected="a bucket size > 0 MiB")
         memory_fits(MLPConfig(sizes=tuple(args.sizes)), sgd_momentum(LR, MOMENTUM), max(args.batch_sizes), 0, True,
                     f"--sizes {','.join(map(str, args.sizes))}", f"--batch-sizes {max(args.batch_sizes)}")
         if args.json is not None:

@@ -100,7 +100,7 @@ def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     try:
-        arguments.integer(args.batch_size, "--batch-size", low=1)
+        arguments.integer(args.batch_size, "--batch-size", low=1, expected="at least 1")
         arguments.integer(args.steps, "--steps", low=0)
         arguments.seed(args.seed)
         arguments.nonempty_path(args.json, "--json")

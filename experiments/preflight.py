@@ -63,3 +63,42 @@ def memory_fits(config: MLPConfig, optimizer: OptimizerConfig, batch_size: int, 
                      f"for the activations of a batch of {batch_size}"
                      + (f" and of an evaluation on {eval_images} images" if eval_images else "")
                      + f"); only {human(free)} is available")
+
+
+def flags_without_effect(args, explicit: set[str]) -> None:
+    """Refuse a flag given on the command line that this run would ignore (every flag acts or is refused); the
+    optimizer's and the schedule's own are checked in experiments/optimizer_flags.py."""
+    if "mse_convention" in explicit and args.loss != "mse":
+        raise ValueError(f"--mse-convention: only the mse loss has one; this run's loss is {args.loss} (leave it out "
+                         "or give --loss mse)")
+    if "maxout_pieces" in explicit and args.activation != "maxout":
+        raise ValueError(f"--maxout-pieces: only --activation maxout has pieces; this run's is {args.activation}")
+    if "parity_every" in explicit and args.no_twin:
+        raise ValueError("--parity-every: --no-twin trains the engine alone, so there is no parity to check; leave "
+                         "one of them out")
+
+
+def schedule_past_the_run(schedule, total_steps: int, lr: float, explicit: set[str]) -> str | None:
+    """A schedule that would not act within the run's ``total_steps``: a warm-up as long as the run (it never
+    reaches --lr), a step size or a milestone past its end (the rate never decays). Refused when the user gave that
+    flag or chose the schedule; a note (returned) when it all came from a preset."""
+    after_warmup = total_steps - schedule.warmup_steps
+    problem = flag = None
+    if schedule.warmup_steps and schedule.warmup_steps >= total_steps:
+        flag = "warmup_steps"
+        problem = (f"--warmup-steps {schedule.warmup_steps}: the run has {total_steps} steps in all, so the warm-up "
+                   f"never reaches --lr {lr:g}")
+    elif schedule.name == "step" and schedule.step_size >= after_warmup:
+        flag = "lr_step_size"
+        problem = (f"--lr-step-size {schedule.step_size}: the run has {after_warmup} steps after its warm-up, so the "
+                   "step schedule never decays the rate")
+    elif schedule.name == "multistep" and schedule.milestones[-1] >= after_warmup:
+        flag = "lr_milestones"
+        late = [step for step in schedule.milestones if step >= after_warmup]
+        problem = (f"--lr-milestones: {', '.join(map(str, late))} lie past the run's {after_warmup} steps after its "
+                   "warm-up, so the rate never decays there")
+    if problem is None:
+        return None
+    if flag in explicit or "lr_schedule" in explicit and flag != "warmup_steps":
+        raise ValueError(f"{problem}; give a smaller value or more --epochs")
+    return f"{problem} (the preset's value; give the flag to change it)"

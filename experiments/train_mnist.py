@@ -28,7 +28,14 @@ from experiments.optimizer_flags import (
     schedule_config,
 )
 from experiments.parity import resolve_device
-from experiments.preflight import existing_checkpoint, lr_fits_dtype, memory_fits, resume_logdir
+from experiments.preflight import (
+    existing_checkpoint,
+    flags_without_effect,
+    lr_fits_dtype,
+    memory_fits,
+    resume_logdir,
+    schedule_past_the_run,
+)
 from experiments.presets import PRESETS, expand_preset, split_preset
 from manual_backprop.config import HIDDEN_ACTIVATIONS, INITS, LOSSES, MSE_CONVENTIONS, MLPConfig
 from manual_backprop.optim_config import DEFAULTS as OPTIMIZER_DEFAULTS
@@ -150,6 +157,7 @@ def main(argv=None) -> int:
     epochs = 1 if args.dry_run else args.epochs
     try:
         check_numbers(args)
+        flags_without_effect(args, args.explicit)
         device = resolve_device(args.device)
         config = MLPConfig(sizes=(784, *args.hidden, 10), activation=args.activation, loss=args.loss,
                            mse_convention=args.mse_convention, l2=args.l2, init=args.init,
@@ -159,7 +167,8 @@ def main(argv=None) -> int:
         schedule_config(args, total_steps=1)  # the flags alone; the cosine length needs the data (below)
         if args.threads is not None:
             torch.set_num_threads(args.threads)
-        arguments.nonempty_path(args.logdir, "--logdir")
+        for flag, path in (("--logdir", args.logdir), ("--data-dir", args.data_dir), ("--resume", args.resume)):
+            arguments.nonempty_path(path, flag)
         lr_fits_dtype(optimizer.lr, config.torch_dtype)
         if args.resume is not None:
             resume_logdir(args.logdir, parser.get_default("logdir"), Path(args.resume))
@@ -269,11 +278,11 @@ def run(args, argv, parser, config, optimizer, epochs, logdir, data_parallel, no
                                  seed=args.seed, log_interval=log_interval, parity_every=parity_every,
                                  twin=not args.no_twin, dry_run=args.dry_run,
                                  checkpoint_every=args.checkpoint_every, max_steps=args.max_steps)
-        warmup_note = warmup_past_the_run(args, settings.schedule.warmup_steps, total_steps, optimizer.lr)
-        if warmup_note is not None:
-            notes.append(warmup_note)
+        note = schedule_past_the_run(settings.schedule, total_steps, optimizer.lr, args.explicit)
+        if note is not None:
+            notes.append(note)
             if main_rank:
-                print(f"note: {warmup_note}", file=sys.stderr)
+                print(f"note: {note}", file=sys.stderr)
     except (ValueError, TypeError) as error:
         parser.error(flag_named_error(error))
 
@@ -344,18 +353,6 @@ def run(args, argv, parser, config, optimizer, epochs, logdir, data_parallel, no
     print_summary(summary, log)
     # An interrupted run is not a finished one: exit as shells report a death by that signal (128 + number).
     return {"SIGINT": 130, "SIGTERM": 143}.get(summary["interrupted"], 0)
-
-
-def warmup_past_the_run(args, warmup_steps: int, total_steps: int, lr: float) -> str | None:
-    """A warm-up as long as the run never reaches --lr: refused when the user asked for it, a note (returned) when
-    it came from a preset."""
-    if not warmup_steps or warmup_steps < total_steps:
-        return None
-    text = (f"--warmup-steps {warmup_steps}: the run has {total_steps} steps in all, so the warm-up never reaches "
-            f"--lr {lr:g}")
-    if "warmup_steps" in args.explicit:
-        raise ValueError(f"{text}; give fewer warm-up steps (or --warmup-steps 0) or more --epochs")
-    return f"{text} (the preset's warm-up; give --warmup-steps to change it)"
 
 
 def prepare_run_dir(args, config, settings, logdir, data_parallel) -> Path:

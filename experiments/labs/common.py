@@ -271,13 +271,15 @@ def load_mnist(args: argparse.Namespace, *, limit: int | None, standardize: bool
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    from experiments.arguments import path_argument
+
     parser.add_argument("--fast", action="store_true", help="the small form that runs in seconds")
     parser.add_argument("--seed", type=int, default=0, help="seed of the labs' own random draws")
-    parser.add_argument("--logdir", type=Path, default=DEFAULT_LOGDIR, help="where TensorBoard runs go")
+    parser.add_argument("--logdir", type=path_argument, default=DEFAULT_LOGDIR, help="where TensorBoard runs go")
     parser.add_argument("--no-tensorboard", action="store_true", help="write no TensorBoard run")
     parser.add_argument("--dataset", choices=("mnist", "idx"), default="mnist",
                         help="MNIST labs: mnist, or idx with --data-dir holding four IDX files")
-    parser.add_argument("--data-dir", type=Path, default=None, help="MNIST labs: the data directory")
+    parser.add_argument("--data-dir", type=path_argument, default=None, help="MNIST labs: the data directory")
     parser.add_argument("--threads", type=positive_int, default=1,
                         help="torch intra-op threads; the labs' small matrices gain little from more, and on a "
                              "busy machine extra threads make them wait (raise it for the full MNIST labs)")
