@@ -167,7 +167,7 @@ def main(argv=None) -> int:
         schedule_config(args, total_steps=1)  # the flags alone; the cosine length needs the data (below)
         if args.threads is not None:
             torch.set_num_threads(args.threads)
-        for flag, path in (("--logdir", args.logdir), ("--data-dir", args.data_dir), ("--resume", args.resume)):
+        for flag, path in (("--logdir", args.logdir), ("--resume", args.resume)):  # --data-dir: mnist_data's
             arguments.nonempty_path(path, flag)
         lr_fits_dtype(optimizer.lr, config.torch_dtype)
         if args.resume is not None:
