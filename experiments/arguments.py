@@ -22,6 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from mnist_data.errors import path_kind
+
 INT64_MAX = 2 ** 63 - 1  # torch stores sizes, steps and counts as int64
 SEED_LIMIT = 2 ** 64  # torch.Generator.manual_seed takes 64 bits
 # Files that mark a directory as a training run's own (side_by_side/checkpoint.py, side_by_side/run_directory.py).
@@ -87,18 +89,6 @@ def path_argument(text: str) -> Path:
     return Path(text)
 
 
-def _kind(mode: int) -> str:
-    if stat.S_ISDIR(mode):
-        return "a directory"
-    if stat.S_ISFIFO(mode):
-        return "a FIFO (named pipe)"
-    if stat.S_ISSOCK(mode):
-        return "a socket"
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return "a device"
-    return "not a regular file"
-
-
 def input_file(path, flag: str, what: str = "file") -> Path:
     """``path`` exists and is a regular file; the message says what it is otherwise."""
     nonempty_path(str(path), flag)
@@ -110,7 +100,7 @@ def input_file(path, flag: str, what: str = "file") -> Path:
     except OSError as error:
         raise ValueError(f"{flag} {path}: cannot be read ({error.strerror or error})") from None
     if not stat.S_ISREG(mode):
-        raise ValueError(f"{flag} {path}: is {_kind(mode)}, not a {what}")
+        raise ValueError(f"{flag} {path}: is {path_kind(path)}, not a {what}")
     return path
 
 
@@ -150,7 +140,7 @@ def output_file(path, flag: str, own: tuple = ()) -> Path:
     owned = any(_same_path(path, mine) for mine in own)
     if info is not None:
         if not stat.S_ISREG(info.st_mode):
-            raise ValueError(f"{flag} {path}: is {_kind(info.st_mode)}; expected a file path")
+            raise ValueError(f"{flag} {path}: is {path_kind(path)}; expected a file path")
         if not owned and is_run_directory(path.resolve().parent):
             raise ValueError(f"{flag} {path}: is a file of the training run in {path.resolve().parent}; refusing "
                              "to overwrite it (give a path outside that run directory)")
