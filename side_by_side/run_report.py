@@ -6,6 +6,8 @@ parity tally and, for a data-parallel run, the group and its distance to the sin
 
 from __future__ import annotations
 
+import math
+
 from side_by_side.evaluation import evaluate_engine, evaluate_twin
 from side_by_side.tensorboard_writer import RunLogger
 
@@ -29,6 +31,7 @@ def end_of_epoch(run, logger: RunLogger, epoch_losses: dict[str, list[float]]) -
         if data.val_x.shape[0]:
             val = evaluate(model, data.val_x, data.val_y)
             values.update({"loss/val": val.loss, "accuracy/val": val.accuracy})
+        refuse_non_finite(run, name, values)
         logger.scalars(name, step, values)
         entry[name] = values
         logger.misclassified(step, test_x, test_y, test.predictions, model=name)
@@ -46,6 +49,22 @@ def end_of_epoch(run, logger: RunLogger, epoch_losses: dict[str, list[float]]) -
         line += (f" | autograd: train loss {entry['autograd']['loss/train_epoch']:.4f}, test accuracy "
                  f"{100 * entry['autograd']['accuracy/test']:.2f}% | parity: {run.tally.worst_line()}")
     run.log(line)
+
+
+def refuse_non_finite(run, model: str, values: dict) -> None:
+    """A NaN or Inf in an evaluation fails the run as one in training does: before this epoch's checkpoint, so the
+    last good one is kept (finite weights can still overflow the loss, e.g. a huge --lr on a few images)."""
+    bad = {key: value for key, value in values.items() if not math.isfinite(value)}
+    if not bad:
+        return
+    from side_by_side.loop import divergence_hint
+    from side_by_side.settings import TrainingError
+
+    kept = (f"The last good checkpoint is {run.last_checkpoint} (step {run.saved_step})" if run.last_checkpoint
+            else "No checkpoint had been written yet")
+    raise TrainingError(f"the {model} model's " + ", ".join(f"{key} is {value}" for key, value in bad.items())
+                        + f" at the end of epoch {run.epoch} (step {run.global_step}); the run stops. {kept}. "
+                        + divergence_hint(run))
 
 
 def summary(run, stopped_early: bool) -> dict:
