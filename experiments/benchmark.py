@@ -22,9 +22,11 @@ import json
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 
+from experiments import arguments
 from experiments.benchmark_variants import (
     CPU_MEMORY_METHOD,
     CUDA_MEMORY_METHOD,
@@ -35,6 +37,7 @@ from experiments.benchmark_variants import (
     sgd_momentum,
 )
 from experiments.parity import parse_sizes, resolve_device
+from experiments.preflight import memory_fits
 from manual_backprop.config import MLPConfig
 from manual_backprop.model import init_parameters
 from manual_backprop.optim_config import OPTIMIZERS, OptimizerConfig
@@ -289,21 +292,38 @@ def main(argv=None) -> int:
         unknown = sorted(set(names) - set(VARIANTS))
         if unknown or not names:
             raise ValueError(f"--variants: expected names from {','.join(VARIANTS)}; got {args.variants!r}")
-        for flag, value in (("--repeats", args.repeats), ("--epoch-batch-size", args.epoch_batch_size + 1),
-                            ("--epoch-repeats", args.epoch_repeats),
-                            ("--threads", args.threads or 1)):
-            if value < 1:
-                raise ValueError(f"{flag}: expected a positive integer")
-        if not args.min_seconds > 0:
-            raise ValueError(f"--min-seconds: expected a duration > 0; got {args.min_seconds}")
+        arguments.integer(args.repeats, "--repeats", low=1)
+        arguments.integer(args.epoch_batch_size, "--epoch-batch-size", low=0)
+        arguments.integer(args.epoch_repeats, "--epoch-repeats", low=1)
+        if args.threads is not None:
+            arguments.integer(args.threads, "--threads", low=1, high=4096)
+        arguments.number(args.min_seconds, "--min-seconds", low=0, low_open=True, high=3600)
+        arguments.number(args.lr, "--lr", low=0, low_open=True)
         config = MLPConfig(sizes=args.sizes, activation=args.activation, loss=args.loss, l2=args.l2,
                            dtype=args.dtype, device=resolve_device(args.device))
-        if not args.lr > 0:
-            raise ValueError(f"--lr: expected a learning rate > 0; got {args.lr}")
         optimizer = (sgd_momentum(args.lr, MOMENTUM) if args.optimizer == "momentum"
                      else OptimizerConfig(args.optimizer, lr=args.lr))
+        memory_fits(config, optimizer, max(batch_sizes), 0, "autograd" in names or "compiled" in names,
+                    f"--sizes {','.join(map(str, args.sizes))}", f"--batch-sizes {max(batch_sizes)}")
+        if args.epoch_batch_size and args.data_dir is not None:
+            arguments.nonempty_path(args.data_dir, "--data-dir")
+            if Path(args.data_dir).exists() and not Path(args.data_dir).is_dir():
+                raise ValueError(f"--data-dir {args.data_dir}: is not a directory")
+        if args.json is not None:
+            arguments.output_file(args.json, "--json")  # now, not after minutes of measuring
     except ValueError as error:
         parser.error(str(error))
+    try:
+        return measure_and_report(args, config, optimizer, batch_sizes, names)
+    except KeyboardInterrupt:
+        print("\nbenchmark: interrupted (Ctrl-C); nothing was written", file=sys.stderr)
+        return 130
+
+
+def measure_and_report(args, config: MLPConfig, optimizer: OptimizerConfig, batch_sizes: list[int],
+                       names: list[str]) -> int:
+    """Measure, print and write; the exit status: 1 when nothing that was asked for could be measured (no variant
+    ran at any batch size, or the MNIST epoch could not be timed), with the reason."""
     if args.threads:
         torch.set_num_threads(args.threads)
     device = config.torch_device
@@ -330,12 +350,21 @@ def main(argv=None) -> int:
             result["epoch"] = None
             result["epoch_note"] = f"{type(error).__name__}: {error}"
     print(format_table(result))
+    failures = []
+    if not any(ms is not None for row in result["rows"] for ms in row["ms"].values()):
+        failures.append(f"no variant of {','.join(names)} could run at any batch size (the notes above say why)")
     if result.get("epoch_note"):
         print(f"MNIST epoch skipped: {result['epoch_note']}")
+        failures.append(f"the {args.epoch_dataset} epoch could not be timed ({result['epoch_note']}); "
+                        "--epoch-batch-size 0 skips it")
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(result, handle, indent=2)
-    return 0
+        try:
+            arguments.write_output(args.json, json.dumps(result, indent=2), "--json")
+        except OSError as error:
+            failures.append(str(error))
+    for reason in failures:
+        print(f"error: {reason}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

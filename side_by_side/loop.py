@@ -8,8 +8,10 @@ finished epoch that was not counted and evaluated.
 
 from __future__ import annotations
 
+import math
 import time
 
+import torch
 from torch import Tensor
 
 from side_by_side.gradient_flow import flow_scalars, snapshot
@@ -42,7 +44,7 @@ def train_step(run, index: Tensor, logger: RunLogger) -> tuple[float, float | No
         kept = (f"The last good checkpoint is {run.last_checkpoint} (step {run.saved_step})"
                 if run.last_checkpoint else "No checkpoint had been written yet")
         raise TrainingError(f"{error} at epoch {run.epoch + 1}, step {run.global_step + 1} (lr {lr:g}). "
-                            f"{kept}. Try a smaller --lr.") from error
+                            f"{kept}. {divergence_hint(run)}") from error
     run.global_step += 1
     run.stop_requested = result.stop_requested
     if single is not None:
@@ -70,6 +72,18 @@ def train_step(run, index: Tensor, logger: RunLogger) -> tuple[float, float | No
                 before["autograd"], twin_params, {name: tensor.grad for name, tensor in twin_params.items()}))
     run.last_lr = lr
     return result.engine_loss, result.twin_loss
+
+
+def divergence_hint(run) -> str:
+    """What to change: --l2 when its penalty alone overflows the dtype (then the learning rate is not the cause),
+    else the learning rate."""
+    if run.config.l2 > 0:
+        squares = sum(float(tensor.detach().double().square().sum())
+                      for name, tensor in run.engine.params.items() if name.startswith("W"))
+        penalty = run.config.l2 * squares
+        if not math.isfinite(penalty) or penalty > torch.finfo(run.config.torch_dtype).max:
+            return f"The --l2 {run.config.l2:g} penalty alone overflows {run.config.dtype}: try a smaller --l2."
+    return "Try a smaller --lr."
 
 
 def run_epochs(run, logger: RunLogger) -> dict:

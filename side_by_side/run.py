@@ -26,8 +26,8 @@ from side_by_side.process_group import DataParallel, SilentLogger
 from side_by_side.run_directory import RunLock
 from side_by_side.run_report import DRY_RUN_EVAL_IMAGES, end_of_epoch, summary, write_verdict
 from side_by_side.run_state import restore_run, run_state, save_run
-from side_by_side.settings import TrainingError, TrainSettings
-from side_by_side.signals import DeferredInterrupt
+from side_by_side.settings import NothingToTrain, TrainingError, TrainSettings
+from side_by_side.signals import DeferredInterrupt, signals_held
 from side_by_side.tensorboard_writer import RunLogger
 from torch_reference.compare import policy_for
 from torch_reference.dp_parity import SingleProcessTally
@@ -144,6 +144,29 @@ def data_hparams(description: dict) -> dict:
             "dp_mode": group.get("mode", "none")}
 
 
+def already_there(run: SideBySideRun, resume: Path) -> None:
+    """--max-steps at or below the checkpoint's step: stop before training, with nothing changed (every rank of a
+    data-parallel run restores the same step, so all stop here together)."""
+    max_steps = run.settings.max_steps
+    if max_steps is not None and run.global_step >= max_steps:
+        raise NothingToTrain(f"the checkpoint {resume} is at step {run.global_step}, at or past --max-steps "
+                             f"{max_steps}; nothing was changed (give a --max-steps above {run.global_step} to "
+                             "train on)")
+
+
+def last_checkpoint_summary(run: SideBySideRun, log: Callable[[str], None]) -> dict:
+    """After a second Ctrl-C stopped the run at once: the run as its last checkpoint holds it (restored, with
+    further signals held back), so that summary.json, written next, describes that checkpoint. Without a checkpoint
+    (or data-parallel, where the other ranks are mid-step) the interrupt goes on up."""
+    if run.last_checkpoint is None or run.dp is not None:
+        raise KeyboardInterrupt
+    with signals_held():
+        restore_run(run, run.last_checkpoint)
+        log(f"stopped at once by a second signal; the run is as its last checkpoint {run.last_checkpoint} holds it "
+            f"(step {run.global_step})")
+        return run.summary(stopped_early=True)
+
+
 def train(config: MLPConfig, settings: TrainSettings, data: DatasetSplits, run_dir: Path, description: dict,
           resume: Path | None = None, log: Callable[[str], None] = print, progress: bool = True,
           data_parallel: DataParallel | None = None) -> dict:
@@ -161,6 +184,7 @@ def train(config: MLPConfig, settings: TrainSettings, data: DatasetSplits, run_d
                             data_parallel=data_parallel)
         if resume is not None:
             run.restore(resume)
+            already_there(run, resume)
         return run.run(SilentLogger())
     lock = RunLock(run_dir, fresh=resume is None).acquire()  # a second process on this run directory stops here
     for orphan in lock.removed_orphans:
@@ -172,6 +196,7 @@ def train(config: MLPConfig, settings: TrainSettings, data: DatasetSplits, run_d
         log(f"engine: {run.models.path_note}")
         if resume is not None:
             run.restore(resume)
+            already_there(run, resume)  # before the logger, which would purge events past the checkpoint
             log(f"resumed from {resume}: epoch {run.epoch + 1}, step {run.global_step}")
         logger = GuardedLogger(run_dir, lambda: RunLogger(run_dir, purge_step=run.global_step + 1 if resume is not None
                                                           else None, twin=settings.twin,
@@ -180,7 +205,10 @@ def train(config: MLPConfig, settings: TrainSettings, data: DatasetSplits, run_d
         try:
             if resume is None:
                 logger.config_text(description)
-            summary = run.run(logger)
+            try:
+                summary = run.run(logger)
+            except KeyboardInterrupt:  # a second Ctrl-C: the step in flight is dropped, the last checkpoint is kept
+                summary = last_checkpoint_summary(run, log)
             if not summary["stopped_early"]:
                 hparams = {**config.to_dict(), **settings.hparams(), **data_hparams(description)}
                 logger.hparams(hparams, {model: {"test_accuracy": values["test_accuracy"],

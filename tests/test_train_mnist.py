@@ -242,7 +242,7 @@ def test_checkpoint_with_other_data_settings_is_refused(fake_data, tmp_path):
 
 
 def test_summary_prints_the_verdict_and_the_data_parallel_distance():
-    from experiments.train_mnist import print_summary
+    from side_by_side.run_report import print_summary
 
     summary = {"interrupted": None, "final": {"manual": {"test_accuracy": 0.5, "test_loss": 1.0}},
                "parity": {"verdict": "PASS: 2/2 parity checks bitwise equal", "checks": 2, "bitwise_equal_checks": 2,

@@ -175,11 +175,13 @@ class Report:
 
     @property
     def course_reproduced(self) -> bool:
-        return all(row.course_ok for row in self.rows)
+        return bool(self.rows) and all(row.course_ok for row in self.rows)
 
     @property
     def passed(self) -> bool:
-        return all(row.ok for row in self.rows)
+        """Every row holds, and there is at least one: a lab that checked nothing (say, with --max-steps 0) has
+        reproduced nothing."""
+        return bool(self.rows) and all(row.ok for row in self.rows)
 
     def table(self) -> str:
         header = ("quantity", "course", "engine", "twin", "|engine-course|", "engine vs twin", "")
@@ -197,6 +199,8 @@ class Report:
     def verdict(self) -> str:
         """What the rows establish, counted: course numbers, engine-vs-twin comparisons, checked claims. A lab
         that compares no course number says so instead of "all course numbers reproduced"."""
+        if not self.rows:
+            return "FAILED: nothing was checked"
         course = [row for row in self.rows if row.course is not None]
         twin = [row for row in self.rows if row.twin is not None]
         claims = [row for row in self.rows if row.claim is not None]
@@ -315,26 +319,36 @@ def load_mnist(args: argparse.Namespace, *, limit: int | None, standardize: bool
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    from experiments.arguments import path_argument
+
     parser.add_argument("--fast", action="store_true", help="the small form that runs in seconds")
     parser.add_argument("--seed", type=int, default=0, help="seed of the labs' own random draws")
-    parser.add_argument("--logdir", type=Path, default=DEFAULT_LOGDIR, help="where TensorBoard runs go")
+    parser.add_argument("--logdir", type=path_argument, default=DEFAULT_LOGDIR, help="where TensorBoard runs go")
     parser.add_argument("--no-tensorboard", action="store_true", help="write no TensorBoard run")
     parser.add_argument("--dataset", choices=("mnist", "idx"), default="mnist",
                         help="MNIST labs: mnist, or idx with --data-dir holding four IDX files")
-    parser.add_argument("--data-dir", type=Path, default=None, help="MNIST labs: the data directory")
+    parser.add_argument("--data-dir", type=path_argument, default=None, help="MNIST labs: the data directory")
     parser.add_argument("--threads", type=positive_int, default=1,
                         help="torch intra-op threads; the labs' small matrices gain little from more, and on a "
                              "busy machine extra threads make them wait (raise it for the full MNIST labs)")
 
 
 def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (at most 2**63 - 1, what torch can hold), by the shared policy."""
+    from experiments.arguments import integer
+
     try:
-        value = int(text)
+        return integer(int(text), "value", low=1)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {value}")
-    return value
+        raise argparse.ArgumentTypeError(f"expected a positive integer (at most 2**63 - 1); got {text!r}")
+
+
+def positive_int_list(text: str) -> list[int]:
+    """An argparse type: comma-separated positive integers such as 1,16,128."""
+    try:
+        return [positive_int(part) for part in text.split(",")]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers such as 1,16; got {text!r}")
 
 
 def positive_float(text: str) -> float:

@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from experiments.labs.common import Lab, new_lab_run_dir, plot_curves, positive_float, writer
+from experiments.labs.common import Lab, new_lab_run_dir, plot_curves, positive_float, positive_int, writer
 
 F64 = torch.float64
 RATES = (0.1, 0.2, 0.25)
@@ -56,7 +56,7 @@ def descend(eta: float, eps: float, eps2: float, max_steps: int, gradient):
 def add_arguments(parser) -> None:
     parser.add_argument("--eps", type=positive_float, default=1e-6, help="stop when |f(x_k+1) - f(x_k)| < eps")
     parser.add_argument("--eps2", type=positive_float, default=1e-3, help="and ||grad f(x_k)|| < eps2")
-    parser.add_argument("--max-steps", type=int, default=500)
+    parser.add_argument("--max-steps", type=positive_int, default=500)
 
 
 def run(args, report) -> None:
