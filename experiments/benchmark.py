@@ -23,10 +23,12 @@ import json
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 
-from experiments.benchmark_record import RECORD_VARIANTS, format_record, record_epochs
+from experiments import arguments
+from experiments.benchmark_record import RECORD_VARIANTS, record_main, record_variant_names
 from experiments.benchmark_variants import (
     CPU_MEMORY_METHOD,
     CUDA_MEMORY_METHOD,
@@ -37,6 +39,7 @@ from experiments.benchmark_variants import (
     sgd_momentum,
 )
 from experiments.parity import parse_sizes, resolve_device
+from experiments.preflight import memory_fits
 from manual_backprop.config import MLPConfig
 from manual_backprop.model import init_parameters
 from manual_backprop.optim_config import OPTIMIZERS, OptimizerConfig
@@ -239,7 +242,7 @@ def format_table(result: dict) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(prog="python -m experiments.benchmark", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--sizes", type=parse_sizes, default=(784, 256, 128, 10), help="layer widths")
     parser.add_argument("--activation", default="relu", help="hidden activation (an MLPConfig activation)")
@@ -297,25 +300,43 @@ def main(argv=None) -> int:
         unknown = sorted(set(names) - set(VARIANTS))
         if unknown or not names:
             raise ValueError(f"--variants: expected names from {','.join(VARIANTS)}; got {args.variants!r}")
-        for flag, value in (("--repeats", args.repeats), ("--epoch-batch-size", args.epoch_batch_size + 1),
-                            ("--epoch-repeats", args.epoch_repeats),
-                            ("--threads", args.threads or 1)):
-            if value < 1:
-                raise ValueError(f"{flag}: expected a positive integer")
-        if not args.min_seconds > 0:
-            raise ValueError(f"--min-seconds: expected a duration > 0; got {args.min_seconds}")
+        record_variant_names(args.record_variants)
+        arguments.integer(args.repeats, "--repeats", low=1)
+        arguments.integer(args.epoch_batch_size, "--epoch-batch-size", low=0)
+        arguments.integer(args.epoch_repeats, "--epoch-repeats", low=1)
+        if args.threads is not None:
+            arguments.integer(args.threads, "--threads", low=1, high=4096)
+        arguments.number(args.min_seconds, "--min-seconds", low=0, low_open=True, high=3600)
+        arguments.number(args.lr, "--lr", low=0, low_open=True)
         config = MLPConfig(sizes=args.sizes, activation=args.activation, loss=args.loss, l2=args.l2,
                            dtype=args.dtype, device=resolve_device(args.device))
-        if not args.lr > 0:
-            raise ValueError(f"--lr: expected a learning rate > 0; got {args.lr}")
         optimizer = (sgd_momentum(args.lr, MOMENTUM) if args.optimizer == "momentum"
                      else OptimizerConfig(args.optimizer, lr=args.lr))
+        memory_fits(config, optimizer, max(batch_sizes), 0, "autograd" in names or "compiled" in names,
+                    f"--sizes {','.join(map(str, args.sizes))}", f"--batch-sizes {max(batch_sizes)}")
+        if args.epoch_batch_size and args.data_dir is not None:
+            arguments.nonempty_path(args.data_dir, "--data-dir")
+            if Path(args.data_dir).exists() and not Path(args.data_dir).is_dir():
+                raise ValueError(f"--data-dir {args.data_dir}: is not a directory")
+        if args.json is not None:
+            arguments.output_file(args.json, "--json")  # now, not after minutes of measuring
     except ValueError as error:
         parser.error(str(error))
+    try:
+        return measure_and_report(args, config, optimizer, batch_sizes, names)
+    except KeyboardInterrupt:
+        print("\nbenchmark: interrupted (Ctrl-C); nothing was written", file=sys.stderr)
+        return 130
+
+
+def measure_and_report(args, config: MLPConfig, optimizer: OptimizerConfig, batch_sizes: list[int],
+                       names: list[str]) -> int:
+    """Measure, print and write; the exit status: 1 when nothing that was asked for could be measured (no variant
+    ran at any batch size, or the MNIST epoch could not be timed), with the reason."""
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.preset == "record":
-        return record_main(args, parser, config)
+        return record_main(args, config)
     device = config.torch_device
     result = {"config": config.to_dict(), "config_slug": config.slug(), "device": str(device),
               "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -340,35 +361,21 @@ def main(argv=None) -> int:
             result["epoch"] = None
             result["epoch_note"] = f"{type(error).__name__}: {error}"
     print(format_table(result))
+    failures = []
+    if not any(ms is not None for row in result["rows"] for ms in row["ms"].values()):
+        failures.append(f"no variant of {','.join(names)} could run at any batch size (the notes above say why)")
     if result.get("epoch_note"):
         print(f"MNIST epoch skipped: {result['epoch_note']}")
+        failures.append(f"the {args.epoch_dataset} epoch could not be timed ({result['epoch_note']}); "
+                        "--epoch-batch-size 0 skips it")
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(result, handle, indent=2)
-    return 0
-
-
-def record_main(args, parser, config: MLPConfig) -> int:
-    """--preset record: the epoch table of experiments/benchmark_record.py."""
-    names = [name for name in args.record_variants.split(",") if name]
-    if not names or set(names) - set(RECORD_VARIANTS):
-        parser.error(f"--record-variants: expected names from {','.join(RECORD_VARIANTS)}; "
-                     f"got {args.record_variants!r}")
-    try:
-        from mnist_data import load_splits
-    except ImportError:  # before the data code moved into its own package
-        from manual_backprop.datasets import load_splits
-    splits = load_splits(args.epoch_dataset, args.data_dir, dtype=config.torch_dtype, device=config.device,
-                         standardize="global")
-    result = record_epochs(splits.train_x, splits.train_y, names, args.epoch_repeats, config.device, config.dtype)
-    result.update({"device": str(config.torch_device), "threads": torch.get_num_threads(), "torch": torch.__version__,
-                   "memory_method": CUDA_MEMORY_METHOD if config.torch_device.type == "cuda" else CPU_MEMORY_METHOD})
-    print(format_record(result))
-    print(f"peak memory: {result['memory_method']}")
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(result, handle, indent=2)
-    return 0
+        try:
+            arguments.write_output(args.json, json.dumps(result, indent=2), "--json")
+        except OSError as error:
+            failures.append(str(error))
+    for reason in failures:
+        print(f"error: {reason}", file=sys.stderr)
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -30,8 +30,10 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+from experiments import arguments
 from experiments.benchmark_variants import AutogradStep, sgd_momentum
 from experiments.parity import parse_sizes
+from experiments.preflight import memory_fits
 from manual_backprop.config import MLPConfig
 from manual_backprop.data_parallel import DEFAULT_BUCKET_MB, GradientAverager
 from manual_backprop.model import MLP, init_parameters
@@ -183,7 +185,7 @@ def parse_batch_sizes(text: str) -> list[int]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m experiments.benchmark_dp", description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch-sizes", type=parse_batch_sizes, default=parse_batch_sizes("64,256,1024,4096"),
                         help="global batch sizes, each split evenly over the 2 processes (default: 64,256,1024,4096)")
     parser.add_argument("--sizes", type=parse_sizes, default=(784, 256, 128, 10),
@@ -194,16 +196,29 @@ def main(argv=None) -> int:
                         help=f"bucket cap of the engine's bucketed mode, MiB (default: {DEFAULT_BUCKET_MB})")
     parser.add_argument("--json", metavar="PATH", default=None, help="also write the results here")
     args = parser.parse_args(argv)
-    if args.repeats < 1:
-        parser.error(f"--repeats: expected an integer >= 1; got {args.repeats}")
-    if not args.min_seconds > 0:
-        parser.error(f"--min-seconds: expected a number > 0; got {args.min_seconds}")
-    if not args.bucket_mb > 0:
-        parser.error(f"--bucket-mb: expected a bucket size > 0 MiB; got {args.bucket_mb}")
+    try:
+        arguments.integer(args.repeats, "--repeats", low=1)
+        arguments.number(args.min_seconds, "--min-seconds", low=0, low_open=True, high=3600)
+        arguments.number(args.bucket_mb, "--bucket-mb", low=0, low_open=True, high=2 ** 20,
+                         expected="a bucket size > 0 MiB")
+        memory_fits(MLPConfig(sizes=tuple(args.sizes)), sgd_momentum(LR, MOMENTUM), max(args.batch_sizes), 0, True,
+                    f"--sizes {','.join(map(str, args.sizes))}", f"--batch-sizes {max(args.batch_sizes)}")
+        if args.json is not None:
+            arguments.output_file(args.json, "--json")  # now, not after the measuring
+    except ValueError as error:
+        parser.error(str(error))
     if not (dist.is_available() and dist.is_gloo_available()):
         print("error: this PyTorch build has no torch.distributed with gloo; nothing to measure", file=sys.stderr)
         return 1
-    times = measure(tuple(args.sizes), args.batch_sizes, args.repeats, args.min_seconds, args.bucket_mb)
+    try:
+        times = measure(tuple(args.sizes), args.batch_sizes, args.repeats, args.min_seconds, args.bucket_mb)
+    except KeyboardInterrupt:
+        print("\nbenchmark_dp: interrupted (Ctrl-C); nothing was written", file=sys.stderr)
+        return 130
+    except Exception as error:  # a worker failed (mp.spawn raises ProcessRaisedException with its traceback)
+        first = str(error).strip().splitlines()
+        print(f"error: a measuring process failed: {first[-1] if first else type(error).__name__}", file=sys.stderr)
+        return 1
     rows = rows_from(times, args.batch_sizes)
     print(f"{'-'.join(map(str, args.sizes))} ReLU, cross-entropy, SGD momentum; gloo on 127.0.0.1; 1 thread per "
           f"process; torch {torch.__version__}; best of {args.repeats}")
@@ -220,8 +235,11 @@ def main(argv=None) -> int:
                               "cpus": os.cpu_count()},
                   "rows": rows,
                   "engine_bucketed_over_ddp": {str(batch): ratio for batch, ratio in ratios.items()}}
-        with open(args.json, "w") as handle:
-            json.dump(report, handle, indent=2)
+        try:
+            arguments.write_output(args.json, json.dumps(report, indent=2), "--json")
+        except OSError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
     return 0
 
 

@@ -25,11 +25,14 @@ from typing import Callable
 
 import torch
 
+from experiments import arguments
 from experiments.benchmark import parse_batch_sizes
 from experiments.parity import parse_sizes
+from experiments.preflight import memory_fits
 from manual_backprop.config import MLPConfig
 from manual_backprop.fast import FastTrainer
 from manual_backprop.model import init_parameters
+from manual_backprop.optim_config import OptimizerConfig
 from torch_reference.parity import synthetic_batch
 
 GROUPS = {"gemm": "the GEMMs", "loss": "loss and its gradient", "momentum": "momentum passes",
@@ -126,7 +129,8 @@ def format_rows(rows: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(prog="python -m experiments.benchmark_phases",
+                                     description=__doc__.splitlines()[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--sizes", type=parse_sizes, default=(784, 256, 128, 10), help="layer widths")
     parser.add_argument("--batch-sizes", default="16,128,2048", help="comma-separated batch sizes")
@@ -136,23 +140,33 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         batch_sizes = parse_batch_sizes(args.batch_sizes)
+        arguments.integer(args.repeats, "--repeats", low=1)
+        arguments.number(args.min_seconds, "--min-seconds", low=0, low_open=True, high=3600)
+        if len(args.sizes) < 3:
+            raise ValueError("--sizes: the phases need at least one hidden layer (e.g. 784,256,10)")
+        config = MLPConfig(sizes=args.sizes)
+        memory_fits(config, OptimizerConfig("momentum", lr=1e-3), max(batch_sizes), 0, True,
+                    f"--sizes {','.join(map(str, args.sizes))}", f"--batch-sizes {args.batch_sizes}")
+        if args.json is not None:
+            arguments.output_file(args.json, "--json")  # now, not after the measuring
     except ValueError as error:
         parser.error(str(error))
-    if args.repeats < 1:
-        parser.error(f"--repeats: expected a positive integer; got {args.repeats}")
-    if not args.min_seconds > 0:
-        parser.error(f"--min-seconds: expected a duration > 0; got {args.min_seconds}")
-    if len(args.sizes) < 3:
-        parser.error("--sizes: the phases need at least one hidden layer (e.g. 784,256,10)")
-    config = MLPConfig(sizes=args.sizes)
-    rows = [measure(config, batch_size, args.repeats, args.min_seconds) for batch_size in batch_sizes]
+    try:
+        rows = [measure(config, batch_size, args.repeats, args.min_seconds) for batch_size in batch_sizes]
+    except KeyboardInterrupt:
+        print("\nbenchmark_phases: interrupted (Ctrl-C); nothing was written", file=sys.stderr)
+        return 130
     print(f"{config.slug()}, SGD momentum 0.9, float32 on cpu, {torch.get_num_threads()} threads, torch "
           f"{torch.__version__}")
     print(format_rows(rows))
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump({"config": config.to_dict(), "threads": torch.get_num_threads(), "torch": torch.__version__,
-                       "rows": rows}, handle, indent=2)
+        result = {"config": config.to_dict(), "threads": torch.get_num_threads(), "torch": torch.__version__,
+                  "rows": rows}
+        try:
+            arguments.write_output(args.json, json.dumps(result, indent=2), "--json")
+        except OSError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
     return 0
 
 

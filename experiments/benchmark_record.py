@@ -18,13 +18,14 @@ After the timed epochs the fast path's weights are compared with the reference e
 
 from __future__ import annotations
 
+import json
 import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from experiments.benchmark_variants import clone_params, peak_step_bytes
+from experiments.benchmark_variants import CPU_MEMORY_METHOD, CUDA_MEMORY_METHOD, clone_params, peak_step_bytes
 from manual_backprop.config import MLPConfig
 from manual_backprop.constraints import max_norm_
 from manual_backprop.fast import FastTrainer
@@ -182,3 +183,31 @@ def format_record(result: dict) -> str:
         lines.append(f"fast path weights after the epochs bitwise equal to the reference engine's: "
                      f"{result['fast_equals_reference']}")
     return "\n".join(lines)
+
+
+def record_variant_names(text: str) -> list[str]:
+    """"fast,pytorch" -> ["fast", "pytorch"]; a ValueError naming --record-variants for anything else."""
+    names = [name for name in text.split(",") if name]
+    if not names or set(names) - set(RECORD_VARIANTS):
+        raise ValueError(f"--record-variants: expected names from {','.join(RECORD_VARIANTS)}; got {text!r}")
+    return names
+
+
+def record_main(args, config: MLPConfig) -> int:
+    """--preset record: the epoch table of experiments/benchmark_record.py."""
+    names = record_variant_names(args.record_variants)
+    try:
+        from mnist_data import load_splits
+    except ImportError:  # before the data code moved into its own package
+        from manual_backprop.datasets import load_splits
+    splits = load_splits(args.epoch_dataset, args.data_dir, dtype=config.torch_dtype, device=config.device,
+                         standardize="global")
+    result = record_epochs(splits.train_x, splits.train_y, names, args.epoch_repeats, config.device, config.dtype)
+    result.update({"device": str(config.torch_device), "threads": torch.get_num_threads(), "torch": torch.__version__,
+                   "memory_method": CUDA_MEMORY_METHOD if config.torch_device.type == "cuda" else CPU_MEMORY_METHOD})
+    print(format_record(result))
+    print(f"peak memory: {result['memory_method']}")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(result, handle, indent=2)
+    return 0

@@ -10,12 +10,22 @@ Exit status: 0 when every tensor is within the tolerance policy, 1 when not, 2 f
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 import torch
 
-from experiments.optimizer_flags import add_optimizer_flags, optimizer_config, schedule_config
+from experiments import arguments
+from experiments.optimizer_flags import (
+    OPTIMIZER_DESTS,
+    add_optimizer_flags,
+    flag_named_error,
+    optimizer_config,
+    schedule_config,
+)
+from experiments.preflight import memory_fits
 from manual_backprop.config import HIDDEN_ACTIVATIONS, INITS, LOSSES, MSE_CONVENTIONS, OUTPUT_ACTIVATIONS, MLPConfig
+from manual_backprop.optim_config import OptimizerConfig
 from side_by_side.training_parity import run_optimizer_parity
 from torch_reference.parity import run_parity
 
@@ -41,6 +51,7 @@ def resolve_device(name: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        prog="python -m experiments.parity",
         description="Layer-by-layer parity of the manual backprop engine against its autograd twin.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--sizes", type=parse_sizes, default=(784, 256, 128, 10),
@@ -80,29 +91,48 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Flags of the optimizer/schedule groups: they act only with --steps N (the one-batch check has no update).
+TRAINING_FLAGS = ("optimizer", *OPTIMIZER_DESTS, "no_decay_biases", "eps_placement", "lr_schedule", "lr_gamma",
+                  "lr_step_size", "lr_milestones", "lr_t_max", "lr_eta_min", "warmup_steps", "warmup_start_factor")
+
+
 def main(argv=None) -> int:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    if args.batch_size < 1:
-        parser.error(f"--batch-size: expected at least 1; got {args.batch_size}")
     try:
+        arguments.integer(args.batch_size, "--batch-size", low=1, expected="at least 1")
+        arguments.integer(args.steps, "--steps", low=0)
+        arguments.seed(args.seed)
+        arguments.nonempty_path(args.json, "--json")
         config = MLPConfig(sizes=args.sizes, activation=args.activation, output_activation=args.output_activation,
                            leaky_slope=args.leaky_slope, elu_alpha=args.elu_alpha, loss=args.loss,
                            mse_convention=args.mse_convention, l2=args.l2, maxout_pieces=args.maxout_pieces,
                            dropout=args.dropout, input_dropout=args.input_dropout, max_norm=args.max_norm,
                            init=args.init, dtype=args.dtype, device=resolve_device(args.device))
-    except (ValueError, TypeError) as error:
-        parser.error(str(error))
-    if args.steps < 0:
-        parser.error(f"--steps: expected an integer >= 0; got {args.steps}")
-    if args.steps:
-        if args.numeric or args.input_grad:
-            parser.error("--steps: --numeric and --input-grad belong to the one-batch check (--steps 0)")
-        try:
+        optimizer = schedule = None
+        if args.steps:
+            if args.numeric or args.input_grad:
+                raise ValueError("--steps: --numeric and --input-grad belong to the one-batch check (--steps 0)")
             optimizer = optimizer_config(args)
+            if optimizer.eps_placement != "torch":
+                raise ValueError(f"--eps-placement {optimizer.eps_placement}: torch.optim (the twin) has only torch's "
+                                 "placement, so --steps cannot compare this one; the engine's own tests cover it")
             schedule = schedule_config(args, total_steps=args.steps)
-        except ValueError as error:
-            parser.error(str(error))
+            schedule.check_against(optimizer.lr)
+        else:
+            given = sorted(arguments.given_flags(build_parser(), argv) & set(TRAINING_FLAGS))
+            if given:
+                raise ValueError(f"{', '.join('--' + dest.replace('_', '-') for dest in given)}: the optimizer and "
+                                 "schedule flags act only with --steps N (the one-batch check makes no update); "
+                                 "add --steps N or leave them out")
+        memory_fits(config, optimizer or OptimizerConfig("sgd"), args.batch_size, 0, True,
+                    f"--sizes {','.join(map(str, args.sizes))}", f"--batch-size {args.batch_size}")
+        if args.json is not None:
+            arguments.output_file(args.json, "--json")  # before the check, not after it
+    except (ValueError, TypeError) as error:
+        parser.error(flag_named_error(error))
+    if args.steps:
         report = run_optimizer_parity(config, optimizer, schedule, steps=args.steps, batch_size=args.batch_size,
                                       seed=args.seed, require_exact=args.exact)
     else:
@@ -112,10 +142,10 @@ def main(argv=None) -> int:
     print(report.table())
     if args.json:
         try:
-            report.write_json(args.json)
+            arguments.write_output(args.json, json.dumps(report.to_json(), indent=2) + "\n", "--json")
         except OSError as error:
-            print(f"--json {args.json}: cannot write the report: {error}", file=sys.stderr)
-            return 2
+            print(f"error: {error}", file=sys.stderr)
+            return 1
     return 0 if report.passed else 1
 
 

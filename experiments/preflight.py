@@ -2,32 +2,20 @@
 or with a traceback from deep inside torch) is refused up front with a message naming the flag.
 
 Each function raises ``ValueError("--flag ...: ...")``; the script turns it into ``error: ...`` and a non-zero exit.
+The checks every command shares (numbers, seeds, paths) are in ``experiments/arguments.py``.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
+from experiments import arguments
 from manual_backprop.config import MLPConfig
 from manual_backprop.optim_config import OptimizerConfig
 from side_by_side.memory_estimate import available_bytes, estimate, human
-
-SEED_LIMIT = 2 ** 64  # torch.Generator.manual_seed takes 64 bits
-
-
-def nonempty_path(text: str | None, flag: str) -> None:
-    """An empty string is not a path (``Path('')`` would silently mean the current directory)."""
-    if text is not None and not text.strip():
-        raise ValueError(f"{flag}: expected a path; got {text!r}")
-
-
-def seed_in_range(seed: int) -> None:
-    if not 0 <= seed < SEED_LIMIT:
-        raise ValueError(f"--seed: expected 0 <= seed < 2**64 (what torch's generators take); got {seed}")
 
 
 def lr_fits_dtype(lr: float, dtype: torch.dtype) -> None:
@@ -39,31 +27,9 @@ def lr_fits_dtype(lr: float, dtype: torch.dtype) -> None:
                          f"hold (<= {largest:.3g}); got {lr:g}")
 
 
-def writable_file(path: Path, flag: str) -> None:
-    """``path`` can be written later: not a directory, its parent a directory in which a file can be created. Tested
-    with a real (removed again) file, since root passes every permission check on a read-only mount."""
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"{flag} {path}: is a directory; expected a file path")
-    parent = path.parent
-    if not parent.is_dir():
-        raise ValueError(f"{flag} {path}: the directory {parent} does not exist")
-    try:
-        if path.exists():
-            with open(path, "ab"):
-                pass
-        else:
-            descriptor, probe = tempfile.mkstemp(prefix=f".{path.name}.", dir=parent)
-            os.close(descriptor)
-            os.unlink(probe)
-    except OSError as error:
-        raise ValueError(f"{flag} {path}: cannot be written ({error.strerror or error})") from None
-
-
 def existing_checkpoint(path: Path) -> None:
     """Before the run directory (the checkpoint's parent) is locked, so a mistyped path leaves nothing behind."""
-    if not Path(path).is_file():
-        raise ValueError(f"--resume {path}: no such checkpoint file")
+    arguments.input_file(path, "--resume", "checkpoint file")
 
 
 def resume_logdir(logdir: str, default: str, checkpoint: Path) -> None:
@@ -79,14 +45,60 @@ def resume_logdir(logdir: str, default: str, checkpoint: Path) -> None:
 
 def memory_fits(config: MLPConfig, optimizer: OptimizerConfig, batch_size: int, eval_images: int, twin: bool,
                 hidden_flag: str, batch_flag: str) -> None:
-    """Refuse a run whose parameters or activations cannot be allocated, naming the flag that makes them large."""
+    """Refuse a run whose parameters or activations cannot be allocated, naming the flag that makes them large:
+    --maxout-pieces when the run would fit with the default 2 pieces, else the widths or the batch, whichever part
+    is larger."""
     needed = estimate(config, optimizer, batch_size, eval_images, twin)
     free = available_bytes(config.torch_device)
     if free is None or needed.total <= free:
         return
     models = "both models" if twin else "the model"
     flag = hidden_flag if needed.parameters >= needed.activations else batch_flag
+    if config.activation == "maxout" and config.maxout_pieces > 2:
+        fewer = estimate(replace(config, maxout_pieces=2), optimizer, batch_size, eval_images, twin)
+        if fewer.total <= free:
+            flag = f"--maxout-pieces {config.maxout_pieces}"
     raise ValueError(f"{flag}: the run needs about {human(needed.total)} of memory ({human(needed.parameters)} for the "
                      f"parameters, gradients, optimizer state and checkpoint of {models}, {human(needed.activations)} "
-                     f"for the activations of a batch of {batch_size} and of an evaluation on {eval_images} images); "
-                     f"only {human(free)} is available")
+                     f"for the activations of a batch of {batch_size}"
+                     + (f" and of an evaluation on {eval_images} images" if eval_images else "")
+                     + f"); only {human(free)} is available")
+
+
+def flags_without_effect(args, explicit: set[str]) -> None:
+    """Refuse a flag given on the command line that this run would ignore (every flag acts or is refused); the
+    optimizer's and the schedule's own are checked in experiments/optimizer_flags.py."""
+    if "mse_convention" in explicit and args.loss != "mse":
+        raise ValueError(f"--mse-convention: only the mse loss has one; this run's loss is {args.loss} (leave it out "
+                         "or give --loss mse)")
+    if "maxout_pieces" in explicit and args.activation != "maxout":
+        raise ValueError(f"--maxout-pieces: only --activation maxout has pieces; this run's is {args.activation}")
+    if "parity_every" in explicit and args.no_twin:
+        raise ValueError("--parity-every: --no-twin trains the engine alone, so there is no parity to check; leave "
+                         "one of them out")
+
+
+def schedule_past_the_run(schedule, total_steps: int, lr: float, explicit: set[str]) -> str | None:
+    """A schedule that would not act within the run's ``total_steps``: a warm-up as long as the run (it never
+    reaches --lr), a step size or a milestone past its end (the rate never decays). Refused when the user gave that
+    flag or chose the schedule; a note (returned) when it all came from a preset."""
+    after_warmup = total_steps - schedule.warmup_steps
+    problem = flag = None
+    if schedule.warmup_steps and schedule.warmup_steps >= total_steps:
+        flag = "warmup_steps"
+        problem = (f"--warmup-steps {schedule.warmup_steps}: the run has {total_steps} steps in all, so the warm-up "
+                   f"never reaches --lr {lr:g}")
+    elif schedule.name == "step" and schedule.step_size >= after_warmup:
+        flag = "lr_step_size"
+        problem = (f"--lr-step-size {schedule.step_size}: the run has {after_warmup} steps after its warm-up, so the "
+                   "step schedule never decays the rate")
+    elif schedule.name == "multistep" and schedule.milestones[-1] >= after_warmup:
+        flag = "lr_milestones"
+        late = [step for step in schedule.milestones if step >= after_warmup]
+        problem = (f"--lr-milestones: {', '.join(map(str, late))} lie past the run's {after_warmup} steps after its "
+                   "warm-up, so the rate never decays there")
+    if problem is None:
+        return None
+    if flag in explicit or "lr_schedule" in explicit and flag != "warmup_steps":
+        raise ValueError(f"{problem}; give a smaller value or more --epochs")
+    return f"{problem} (the preset's value; give the flag to change it)"

@@ -15,10 +15,10 @@ PRESETS: dict[str, tuple[str, list[str]]] = {
 }
 
 
-def expand_preset(argv: list[str]) -> list[str]:
-    """Replace ``--preset NAME`` (or ``--preset=NAME``) by the preset's flags, placed first so that the
-    command line's own flags, parsed later, win. Unknown names raise ValueError listing the known ones."""
-    expanded, preset_flags = [], []
+def split_preset(argv: list[str]) -> tuple[str | None, list[str], list[str]]:
+    """(the preset's name or None, its flags, the command line without ``--preset NAME``). Unknown names raise
+    ValueError listing the known ones."""
+    rest, name = [], None
     iterator = iter(range(len(argv)))
     for index in iterator:
         item = argv[index]
@@ -32,7 +32,13 @@ def expand_preset(argv: list[str]) -> list[str]:
                 name = item.split("=", 1)[1]
             if name not in PRESETS:
                 raise ValueError(f"--preset: expected one of {', '.join(PRESETS)}; got {name!r}")
-            preset_flags = list(PRESETS[name][1])
         else:
-            expanded.append(item)
-    return preset_flags + expanded
+            rest.append(item)
+    return name, (list(PRESETS[name][1]) if name else []), rest
+
+
+def expand_preset(argv: list[str]) -> list[str]:
+    """Replace ``--preset NAME`` (or ``--preset=NAME``) by the preset's flags, placed first so that the
+    command line's own flags, parsed later, win. Unknown names raise ValueError listing the known ones."""
+    _, preset_flags, rest = split_preset(argv)
+    return preset_flags + rest

@@ -1,8 +1,8 @@
 """Train the hand-written-backprop MLP on MNIST next to its autograd twin, with parity checks and TensorBoard.
 
-    python -m experiments.train_mnist                      # the default 784-256-128-10 ReLU run
-    python -m experiments.train_mnist --dry-run            # a few batches, for smoke tests
-    tensorboard --logdir runs                              # watch both models' curves overlaid
+    .venv/bin/python -m experiments.train_mnist              # the default 784-256-128-10 ReLU run
+    .venv/bin/python -m experiments.train_mnist --dry-run    # a few batches, for smoke tests
+    .venv/bin/tensorboard --logdir runs                      # watch both models' curves overlaid
 
 Exit status: 0 on success, 1 when the run fails (data, checkpoint, diverging loss), 2 for bad arguments,
 130 / 143 when Ctrl-C / SIGTERM stopped it (after a checkpoint it can resume from).
@@ -12,33 +12,42 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
 import torch
 
+from experiments import arguments
 from experiments.cli_format import DefaultsOnceFormatter
 from experiments.data_parallel_flags import ArgumentParser, add_data_parallel_flags, start_data_parallel
-from experiments.optimizer_flags import add_optimizer_flags, flag_named_error, optimizer_config, schedule_config
+from experiments.optimizer_flags import (
+    OPTIMIZER_DESTS,
+    add_optimizer_flags,
+    flag_named_error,
+    optimizer_config,
+    schedule_config,
+)
 from experiments.parity import resolve_device
 from experiments.preflight import (
     existing_checkpoint,
+    flags_without_effect,
     lr_fits_dtype,
     memory_fits,
-    nonempty_path,
     resume_logdir,
-    seed_in_range,
-    writable_file,
+    schedule_past_the_run,
 )
-from experiments.presets import PRESETS, expand_preset
+from experiments.presets import PRESETS, expand_preset, split_preset
 from manual_backprop.config import HIDDEN_ACTIVATIONS, INITS, LOSSES, MSE_CONVENTIONS, MLPConfig
+from manual_backprop.optim_config import DEFAULTS as OPTIMIZER_DEFAULTS
 from mnist_data import STANDARDIZE_MODES, DatasetError, default_data_dir, load_splits
 from side_by_side.checkpoint import CheckpointError
 from side_by_side.guarded_logger import LoggingError
 from side_by_side.process_group import DistributedError
 from side_by_side.run import DRY_RUN_BATCHES, DRY_RUN_EVAL_IMAGES, TrainingError, TrainSettings, train
 from side_by_side.run_directory import RunLockError
+from side_by_side.run_report import print_summary
+from side_by_side.settings import NothingToTrain
+from side_by_side.signals import signals_held
 from side_by_side.tensorboard_layout import auto_log_interval, run_name
 from side_by_side.tensorboard_writer import new_run_dir
 
@@ -59,7 +68,8 @@ def parse_hidden(text: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(description="Manual backprop vs autograd on MNIST, side by side.",
+    p = ArgumentParser(prog="python -m experiments.train_mnist",
+                       description="Manual backprop vs autograd on MNIST, side by side.",
                        formatter_class=DefaultsOnceFormatter)
     p.add_argument("--epochs", type=int, default=10, help="number of epochs to train")
     p.add_argument("--batch-size", type=int_or_word("full", "images"), default=64,
@@ -134,65 +144,57 @@ def int_or_word(word: str, unit: str):
     return parse
 
 
-def writable_dir(path: Path, flag: str) -> Path:
-    """Create ``path`` if needed and make sure files can be written in it."""
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{flag} {path}: exists and is not a directory")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ValueError(f"{flag} {path}: cannot create the directory ({error.strerror})")
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise ValueError(f"{flag} {path}: the directory is not writable")
-    return path
-
-
 def main(argv=None) -> int:
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        preset, _, own_argv = split_preset(argv)
         args = parser.parse_args(expand_preset(argv))
     except ValueError as error:
         parser.error(str(error))
+    notes: list[str] = []  # what was left out of a preset, printed once and recorded in the summary
+    args.explicit = arguments.given_flags(build_parser(), own_argv)  # the flags given on the command line itself
+    if preset is not None:
+        notes = drop_unused_preset_flags(args, preset, args.explicit)
     epochs = 1 if args.dry_run else args.epochs
     try:
+        check_numbers(args)
+        flags_without_effect(args, args.explicit)
         device = resolve_device(args.device)
         config = MLPConfig(sizes=(784, *args.hidden, 10), activation=args.activation, loss=args.loss,
                            mse_convention=args.mse_convention, l2=args.l2, init=args.init,
                            maxout_pieces=args.maxout_pieces, dropout=args.dropout, input_dropout=args.input_dropout,
                            max_norm=args.max_norm, dtype=args.dtype, device=device)
         optimizer = optimizer_config(args)
-        if args.batch_size != "full" and args.batch_size < 1:
-            raise ValueError(f"--batch-size: expected an integer >= 1 or 'full'; got {args.batch_size}")
-        if args.limit is not None and args.limit < 1:
-            raise ValueError(f"--limit: expected a number of images >= 1; got {args.limit}")
-        if args.val_size < 0:
-            raise ValueError(f"--val-size: expected a number of images >= 0; got {args.val_size}")
         schedule_config(args, total_steps=1)  # the flags alone; the cosine length needs the data (below)
         if args.threads is not None:
-            if args.threads < 1:
-                raise ValueError(f"--threads: expected an integer >= 1; got {args.threads}")
             torch.set_num_threads(args.threads)
-        nonempty_path(args.logdir, "--logdir")
-        nonempty_path(args.json, "--json")
-        seed_in_range(args.seed)
+        for flag, path in (("--logdir", args.logdir), ("--resume", args.resume)):  # --data-dir: mnist_data's
+            arguments.nonempty_path(path, flag)
         lr_fits_dtype(optimizer.lr, config.torch_dtype)
-        if args.json is not None:
-            writable_file(Path(args.json), "--json")  # now, not after the training
         if args.resume is not None:
             resume_logdir(args.logdir, parser.get_default("logdir"), Path(args.resume))
-        logdir = writable_dir(Path(args.logdir), "--logdir") if args.resume is None else None
+        if args.json is not None:  # now, not after the training; a resumed run may replace its own summary
+            own = (Path(args.resume).resolve().parent / "summary.json",) if args.resume is not None else ()
+            arguments.output_file(args.json, "--json", own=own)
+        logdir = arguments.writable_dir(Path(args.logdir), "--logdir") if args.resume is None else None
         data_parallel = start_data_parallel(args, device)  # None unless torchrun started this process
     except (ValueError, TypeError) as error:
         parser.error(flag_named_error(error))
     except DistributedError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     finished = False
     try:
-        status = run(args, argv, parser, config, optimizer, epochs, logdir, data_parallel)
+        status = run(args, argv, parser, config, optimizer, epochs, logdir, data_parallel, notes)
         finished = status in (0, 130, 143)  # every rank gets these together (the ranks agree on a stop)
         return status
+    except KeyboardInterrupt:  # a second Ctrl-C before any checkpoint: nothing to keep
+        print("error: stopped at once by a second Ctrl-C before the first checkpoint; there is nothing to resume",
+              file=sys.stderr)
+        return 130
     except RuntimeError as error:
         if data_parallel is None:
             raise
@@ -206,9 +208,43 @@ def main(argv=None) -> int:
             data_parallel.close(finished)
 
 
-def run(args, argv, parser, config, optimizer, epochs, logdir, data_parallel) -> int:
+def check_numbers(args) -> None:
+    """Every count the run uses, before anything is computed from it (the auto log interval divides by them)."""
+    arguments.integer(args.epochs, "--epochs", low=1)
+    if args.batch_size != "full":
+        arguments.integer(args.batch_size, "--batch-size", low=1, expected="an integer >= 1 or 'full'")
+    if args.limit is not None:
+        arguments.integer(args.limit, "--limit", low=1, expected="a number of images >= 1")
+    arguments.integer(args.val_size, "--val-size", low=0, expected="a number of images >= 0")
+    arguments.integer(args.checkpoint_every, "--checkpoint-every", low=0)
+    if args.max_steps is not None:
+        arguments.integer(args.max_steps, "--max-steps", low=1)
+    for flag, value in (("--log-interval", args.log_interval), ("--parity-every", args.parity_every)):
+        if value != "auto":
+            arguments.integer(value, flag, low=1)
+    if args.threads is not None:
+        arguments.integer(args.threads, "--threads", low=1, high=4096)
+    arguments.seed(args.seed)  # the schedule's step counts are checked by ScheduleConfig
+
+
+def drop_unused_preset_flags(args, preset: str, given: set[str]) -> list[str]:
+    """A preset's optimizer hyperparameters that the optimizer chosen on the command line does not take (the
+    record preset's --momentum 0.9 with --optimizer adam) are left out rather than blamed on the user; returns a
+    note for each. A flag the user gave is never dropped: it is refused as usual."""
+    notes = []
+    takes = OPTIMIZER_DEFAULTS.get(args.optimizer, {})
+    for dest in OPTIMIZER_DESTS:
+        value = getattr(args, dest, None)
+        if value is not None and dest not in given and dest not in takes:
+            setattr(args, dest, None)
+            notes.append(f"--preset {preset}'s --{dest.replace('_', '-')} {value} is left out: {args.optimizer} "
+                         f"has no {dest} hyperparameter")
+    return notes
+
+
+def run(args, argv, parser, config, optimizer, epochs, logdir, data_parallel, notes) -> int:
     """Load the data, build the settings and train; the exit status. Data-parallel, only rank 0 prints and
-    writes; every rank returns the same status."""
+    writes; every rank returns the same status. ``notes``: what was left out of a preset (for the summary)."""
     main_rank = data_parallel is None or data_parallel.is_main
     rank_tag = f"[rank {data_parallel.rank}] " if data_parallel is not None and not main_rank else ""
 
@@ -244,6 +280,11 @@ def run(args, argv, parser, config, optimizer, epochs, logdir, data_parallel) ->
                                  seed=args.seed, log_interval=log_interval, parity_every=parity_every,
                                  twin=not args.no_twin, dry_run=args.dry_run,
                                  checkpoint_every=args.checkpoint_every, max_steps=args.max_steps)
+        note = schedule_past_the_run(settings.schedule, total_steps, optimizer.lr, args.explicit)
+        if note is not None:
+            notes.append(note)
+            if main_rank:
+                print(f"note: {note}", file=sys.stderr)
     except (ValueError, TypeError) as error:
         parser.error(flag_named_error(error))
 
@@ -275,7 +316,7 @@ def run(args, argv, parser, config, optimizer, epochs, logdir, data_parallel) ->
                        "optimizer": optimizer.to_dict(), "schedule": settings.schedule.to_dict(),
                        "twin": settings.twin, "torch": torch.__version__, "threads": torch.get_num_threads(),
                        **({"data_parallel": data_parallel.describe()} if data_parallel is not None else {}),
-                       **config.to_dict()}
+                       **({"notes": notes} if notes else {}), **config.to_dict()}
         log(f"run directory: {run_dir}")
         log(f"data: {data.name}, {n_train} train / {data.val_x.shape[0]} val / {data.test_x.shape[0]} "
             f"test images ({data.source}); model {config.slug()}, {config.dtype} on {config.device}; "
@@ -287,6 +328,9 @@ def run(args, argv, parser, config, optimizer, epochs, logdir, data_parallel) ->
         summary = train(config, settings, data, run_dir, description,
                         resume=Path(args.resume) if args.resume else None, log=log,
                         progress=not args.no_progress and main_rank, data_parallel=data_parallel)
+    except NothingToTrain as reason:
+        log(f"nothing to train: {reason}")
+        return 0
     except (DatasetError, CheckpointError, TrainingError, RunLockError, LoggingError, ValueError,
             DistributedError) as error:
         print(f"{rank_tag}error: {error}", file=sys.stderr)
@@ -296,18 +340,18 @@ def run(args, argv, parser, config, optimizer, epochs, logdir, data_parallel) ->
 
     summary_path = run_dir / "summary.json"
     text = json.dumps(summary, indent=2) + "\n"
-    try:
-        summary_path.write_text(text)
-    except OSError as error:
-        print(f"error: cannot write the run summary {summary_path} ({error.strerror}); the checkpoint "
-              f"{summary['checkpoint']} holds the run", file=sys.stderr)
-        return 1
-    if args.json:
+    with signals_held():  # a late Ctrl-C must not leave the summary behind the checkpoint
         try:
-            Path(args.json).write_text(text)
+            arguments.write_output(summary_path, text, "run summary")
         except OSError as error:
-            print(f"error: --json {args.json}: cannot write the summary ({error.strerror})", file=sys.stderr)
+            print(f"error: {error}; the checkpoint {summary['checkpoint']} holds the run", file=sys.stderr)
             return 1
+        if args.json:
+            try:
+                arguments.write_output(args.json, text, "--json")
+            except OSError as error:
+                print(f"error: {error}; the run's own summary is {summary_path}", file=sys.stderr)
+                return 1
     print_summary(summary, log)
     # An interrupted run is not a finished one: exit as shells report a death by that signal (128 + number).
     return {"SIGINT": 130, "SIGTERM": 143}.get(summary["interrupted"], 0)
@@ -319,38 +363,15 @@ def prepare_run_dir(args, config, settings, logdir, data_parallel) -> Path:
     if args.resume is not None:
         existing_checkpoint(Path(args.resume))
         run_dir = Path(args.resume).resolve().parent
-        writable_file(run_dir / "summary.json", "run summary")  # before the training, not after it
+        summary = run_dir / "summary.json"
+        arguments.output_file(summary, "run summary", own=(summary,))  # before the training, not after it
         return run_dir
-    name = run_name(config.to_dict(), settings.identity())
-    if args.dataset != "mnist":  # a Fashion-MNIST run must not pass for an MNIST one in TensorBoard's list
-        name = f"{args.dataset}_{name}"
-    if data_parallel is not None:  # what differs from a single-process run shows in the name
-        name += f"_dp{data_parallel.world_size}-{data_parallel.mode}"
+    # Every setting that differs from the defaults shows in the name, the data and process group's too.
+    name = run_name(config.to_dict(), {
+        **settings.identity(), "dataset": args.dataset, "limit": args.limit, "standardize": args.standardize,
+        "val_size": args.val_size, "world_size": data_parallel.world_size if data_parallel is not None else 1,
+        "dp_mode": data_parallel.mode if data_parallel is not None else None})
     return new_run_dir(logdir, name)
-
-
-def print_summary(summary: dict, log) -> None:
-    log("")
-    log("summary" + (f" (INTERRUPTED by {summary['interrupted']} after {summary['epochs_completed']} complete "
-                     f"epochs: not a final result; continue with --resume {summary['checkpoint']})"
-                     if summary["interrupted"] else ""))
-    for model, values in summary["final"].items():
-        log(f"  {model:9s} test accuracy {100 * values['test_accuracy']:.2f}%, test loss {values['test_loss']:.4f}")
-    parity = summary["parity"]
-    if parity["checks"]:
-        log(f"  parity: {parity['bitwise_equal_checks']}/{parity['checks']} checks bitwise equal (gradients and "
-            f"weights), {parity['checks_out_of_policy']} out of policy; largest weight difference "
-            f"{parity['worst_weight_max_abs_diff']:.3g}")
-        inexact = {key: worst for key, worst in parity["worst_per_tensor"].items() if worst["max_ulp"] > 0}
-        if not inexact:
-            log(f"  every one of the {len(parity['worst_per_tensor'])} compared tensors was bitwise equal "
-                "at every check")
-        for key, worst in inexact.items():
-            log(f"    worst {key:12s} max abs {worst['max_abs']:.3g}  max rel {worst['max_rel']:.3g}  "
-                f"max ulp {worst['max_ulp']:.0f}")
-    log(f"  {summary['steps']} steps in {summary['seconds']:.1f} s; run directory {summary['run_dir']}")
-    log(f"  checkpoint {summary['checkpoint']}")
-    log(f"  watch it: {summary['tensorboard']}")
 
 
 if __name__ == "__main__":

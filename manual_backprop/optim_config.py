@@ -212,6 +212,18 @@ class ScheduleConfig:
         described["milestones"] = list(self.milestones)
         return described
 
+    # The fields each schedule reads (besides the warm-up's, which every schedule reads).
+    USED_FIELDS = {"constant": (), "step": ("gamma", "step_size"), "multistep": ("gamma", "milestones"),
+                   "exponential": ("gamma",), "cosine": ("t_max", "eta_min")}
+
+    def identity(self) -> dict:
+        """``to_dict`` without the fields this schedule never reads: two schedules with the same identity give the
+        same learning rates (a constant schedule's t_max, say, is a hidden default that must not stop a resume)."""
+        used = {"name", "warmup_steps", *self.USED_FIELDS[self.name]}
+        if self.warmup_steps:
+            used.add("warmup_start_factor")
+        return {key: value for key, value in self.to_dict().items() if key in used}
+
     @classmethod
     def from_dict(cls, described: dict) -> "ScheduleConfig":
         return cls(**{**described, "milestones": tuple(described.get("milestones", ()))})

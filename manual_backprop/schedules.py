@@ -76,7 +76,11 @@ class LRSchedule:
         return {"config": self.config.to_dict(), "base_lr": self.base_lr, "steps": self.steps, "lr": self.lr}
 
     def load_state_dict(self, saved: dict) -> None:
-        if saved.get("config") != self.config.to_dict() or saved.get("base_lr") != self.base_lr:
+        try:  # fields the schedule never reads may differ (older checkpoints stored hidden defaults there)
+            same = ScheduleConfig.from_dict(saved.get("config")).identity() == self.config.identity()
+        except (TypeError, ValueError, AttributeError):
+            same = False
+        if not same or saved.get("base_lr") != self.base_lr:
             raise ValueError(f"schedule state: saved for {saved.get('config')} from lr {saved.get('base_lr')}; this "
                              f"schedule is {self.config.to_dict()} from lr {self.base_lr}")
         steps, lr = saved.get("steps"), saved.get("lr")

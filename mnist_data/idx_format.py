@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from mnist_data.errors import DatasetError
+from mnist_data.errors import DatasetError, path_kind
 
 IMAGE_SHAPE = (28, 28)
 NUM_PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
@@ -142,12 +142,18 @@ def idx_bytes(array: np.ndarray) -> bytes:
 def user_idx_paths(directory: Path) -> dict[str, Path]:
     """The four files in a user's directory; each may be plain or ``.gz`` (plain wins when both exist)."""
     if not directory.is_dir():
-        raise DatasetError(f"data directory {directory}: expected a directory holding IDX files; it does not exist")
+        kind = path_kind(directory)
+        raise DatasetError(f"data directory {directory}: expected a directory holding IDX files; "
+                           + ("it does not exist" if kind == "nothing" else f"found {kind}"))
     paths, missing = {}, []
     for name in IDX_FILE_NAMES:
         candidates = [directory / name, directory / f"{name}.gz"]
         found = next((p for p in candidates if p.is_file()), None)
         if found is None:
+            wrong = next((p for p in candidates if p.exists()), None)
+            if wrong is not None:  # there, but a directory or a FIFO: not "missing"
+                raise DatasetError(f"data directory {directory}: {wrong.name} is {path_kind(wrong)}; expected an "
+                                   "IDX file")
             missing.append(name)
         else:
             paths[name] = found

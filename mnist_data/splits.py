@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mnist_data.errors import DatasetError, Log
+from mnist_data.errors import DatasetError, Log, path_kind
 from mnist_data.idx_format import (
     NUM_CLASSES,
     NUM_PIXELS,
@@ -194,7 +194,7 @@ def _resolve_data_dir(data_dir) -> Path:
         )
     root = Path(text).expanduser()
     if root.exists() and not root.is_dir():
-        raise DatasetError(f"data directory {root}: expected a directory; found a file")
+        raise DatasetError(f"data directory {root}: expected a directory; found {path_kind(root)}")
     return root
 
 

@@ -24,10 +24,10 @@ from side_by_side.loop import run_epochs, train_step
 from side_by_side.model_pair import ModelPair
 from side_by_side.process_group import DataParallel, SilentLogger
 from side_by_side.run_directory import RunLock
-from side_by_side.run_report import DRY_RUN_EVAL_IMAGES, end_of_epoch, summary
+from side_by_side.run_report import DRY_RUN_EVAL_IMAGES, end_of_epoch, summary, write_verdict
 from side_by_side.run_state import restore_run, run_state, save_run
-from side_by_side.settings import TrainingError, TrainSettings
-from side_by_side.signals import DeferredInterrupt
+from side_by_side.settings import NothingToTrain, TrainingError, TrainSettings
+from side_by_side.signals import DeferredInterrupt, signals_held
 from side_by_side.tensorboard_writer import RunLogger
 from torch_reference.compare import policy_for
 from torch_reference.dp_parity import SingleProcessTally
@@ -129,6 +129,43 @@ class SideBySideRun:
     def summary(self, stopped_early: bool) -> dict:
         return summary(self, stopped_early)
 
+    def write_verdict(self, logger: RunLogger) -> None:
+        write_verdict(self, logger)
+
+
+def data_hparams(description: dict) -> dict:
+    """The HParams columns of the data and the process group, so two runs that differ only there (a --limit, another
+    dataset, standardisation, a validation split, two processes) get different rows. Every column has a value in
+    every row: a blank cell would read as "unknown", not as the default."""
+    group = description.get("data_parallel") or {}
+    return {"dataset": description.get("dataset"), "limit": description.get("limit") or "none",
+            "train_images": description.get("train_images"), "standardize": description.get("standardize"),
+            "val_size": description.get("val_size"), "world_size": group.get("world_size", 1),
+            "dp_mode": group.get("mode", "none")}
+
+
+def already_there(run: SideBySideRun, resume: Path) -> None:
+    """--max-steps at or below the checkpoint's step: stop before training, with nothing changed (every rank of a
+    data-parallel run restores the same step, so all stop here together)."""
+    max_steps = run.settings.max_steps
+    if max_steps is not None and run.global_step >= max_steps:
+        raise NothingToTrain(f"the checkpoint {resume} is at step {run.global_step}, at or past --max-steps "
+                             f"{max_steps}; nothing was changed (give a --max-steps above {run.global_step} to "
+                             "train on)")
+
+
+def last_checkpoint_summary(run: SideBySideRun, log: Callable[[str], None]) -> dict:
+    """After a second Ctrl-C stopped the run at once: the run as its last checkpoint holds it (restored, with
+    further signals held back), so that summary.json, written next, describes that checkpoint. Without a checkpoint
+    (or data-parallel, where the other ranks are mid-step) the interrupt goes on up."""
+    if run.last_checkpoint is None or run.dp is not None:
+        raise KeyboardInterrupt
+    with signals_held():
+        restore_run(run, run.last_checkpoint)
+        log(f"stopped at once by a second signal; the run is as its last checkpoint {run.last_checkpoint} holds it "
+            f"(step {run.global_step})")
+        return run.summary(stopped_early=True)
+
 
 def train(config: MLPConfig, settings: TrainSettings, data: DatasetSplits, run_dir: Path, description: dict,
           resume: Path | None = None, log: Callable[[str], None] = print, progress: bool = True,
@@ -147,6 +184,7 @@ def train(config: MLPConfig, settings: TrainSettings, data: DatasetSplits, run_d
                             data_parallel=data_parallel)
         if resume is not None:
             run.restore(resume)
+            already_there(run, resume)
         return run.run(SilentLogger())
     lock = RunLock(run_dir, fresh=resume is None).acquire()  # a second process on this run directory stops here
     for orphan in lock.removed_orphans:
@@ -158,16 +196,21 @@ def train(config: MLPConfig, settings: TrainSettings, data: DatasetSplits, run_d
         log(f"engine: {run.models.path_note}")
         if resume is not None:
             run.restore(resume)
+            already_there(run, resume)  # before the logger, which would purge events past the checkpoint
             log(f"resumed from {resume}: epoch {run.epoch + 1}, step {run.global_step}")
         logger = GuardedLogger(run_dir, lambda: RunLogger(run_dir, purge_step=run.global_step + 1 if resume is not None
                                                           else None, twin=settings.twin,
-                                                          validation=data.val_x.shape[0] > 0))
+                                                          validation=data.val_x.shape[0] > 0,
+                                                          layers=len(config.sizes) - 1))
         try:
             if resume is None:
                 logger.config_text(description)
-            summary = run.run(logger)
+            try:
+                summary = run.run(logger)
+            except KeyboardInterrupt:  # a second Ctrl-C: the step in flight is dropped, the last checkpoint is kept
+                summary = last_checkpoint_summary(run, log)
             if not summary["stopped_early"]:
-                hparams = {**config.to_dict(), **settings.hparams()}
+                hparams = {**config.to_dict(), **settings.hparams(), **data_hparams(description)}
                 logger.hparams(hparams, {model: {"test_accuracy": values["test_accuracy"],
                                                  "test_loss": values["test_loss"]}
                                          for model, values in summary["final"].items()})

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from manual_backprop.optim_config import ScheduleConfig
 from side_by_side.checkpoint import (
     CheckpointError,
     check_compatible,
@@ -111,6 +112,15 @@ def restore_run(run, path: Path) -> None:
     run.last_checkpoint, run.saved_step = Path(path), run.global_step
 
 
+def schedule_identity(described) -> dict | None:
+    """A saved schedule's identity (``ScheduleConfig.identity``), or None when it is not a valid schedule (then
+    the full comparison names what differs)."""
+    try:
+        return ScheduleConfig.from_dict(described).identity()
+    except (TypeError, ValueError, AttributeError, KeyError):
+        return None
+
+
 def checked_checkpoint(run, path: Path) -> dict:
     """The checkpoint at ``path``, read and checked against this run (world size, config, schema)."""
     state = load_checkpoint(path)
@@ -122,7 +132,21 @@ def checked_checkpoint(run, path: Path) -> dict:
             f"resume with the same number of processes ("
             + (f"torchrun --nproc-per-node {saved_world} ..." if saved_world > 1 else "without torchrun")
             + "): each process's shard of every batch and its dropout generator depend on it")
-    check_compatible(path, {**state["config"], **state["settings"], **state["data"]},
-                     {**run.config.to_dict(), **run.settings.identity(), **run.data_identity()})
+    saved_settings, current_settings = dict(state["settings"]), run.settings.identity()
+    saved_schedule = schedule_identity(saved_settings.get("schedule"))
+    current_schedule = run.settings.schedule.identity()
+    if (saved_schedule is not None and saved_schedule.get("name") == "cosine" and current_schedule["name"] == "cosine"
+            and saved_schedule.get("t_max") != current_schedule["t_max"]
+            and {**saved_schedule, "t_max": None} == {**current_schedule, "t_max": None}):
+        raise CheckpointError(
+            f"--resume {path}: the cosine schedule's half period (t_max) is {saved_schedule['t_max']} steps in the "
+            f"checkpoint and {current_schedule['t_max']} in this run (without --lr-t-max the half period is every step "
+            f"of the run after the warm-up, so it follows --epochs). To continue that schedule, add --lr-t-max "
+            f"{saved_schedule['t_max']} (the rate then rises again after step {saved_schedule['t_max']}); for a longer "
+            "cosine, start a new run")
+    if saved_schedule is not None:  # fields a schedule never reads must not stop a resume (older checkpoints)
+        saved_settings["schedule"], current_settings["schedule"] = saved_schedule, current_schedule
+    check_compatible(path, {**state["config"], **saved_settings, **state["data"]},
+                     {**run.config.to_dict(), **current_settings, **run.data_identity()})
     validate_for_run(path, state, run_state(run), run.order.n_train, run.batches_per_epoch, run.settings.epochs)
     return state

@@ -11,6 +11,11 @@ class TrainingError(Exception):
     """The run cannot go on (the loss diverged, say); the message says why and what was kept."""
 
 
+class NothingToTrain(Exception):
+    """The resumed run is already where it was asked to stop (``--max-steps`` at or below the checkpoint's step):
+    nothing was trained and nothing in the run directory was changed. The message says where it is."""
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """Everything about a run except the network itself (that is the MLPConfig)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import threading
+from contextlib import contextmanager
 
 
 class DeferredInterrupt:
@@ -39,3 +40,19 @@ class DeferredInterrupt:
             signal.signal(number, previous)
         self._previous = {}
         return False
+
+
+@contextmanager
+def signals_held():
+    """While active, Ctrl-C and SIGTERM are held back (noted, not acted on): for the short writes that must finish
+    once begun, so that summary.json and the checkpoint describe the same step even after a second Ctrl-C. Outside
+    the main thread (where handlers cannot be set) it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {number: signal.signal(number, lambda signum, frame: None) for number in DeferredInterrupt.SIGNALS}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)

@@ -484,3 +484,13 @@ def test_a_gradient_that_is_analytically_zero_is_not_judged_against_its_own_nois
     assert check_op(forward, backward, reference, inputs, grad_output=ones).passed
     wrong = check_op(forward, lambda d, c: backward(d, c, bug=True), reference, inputs)
     assert wrong.first_divergence.name == "op.dx" and wrong.triage.verdict == "formula error"
+
+
+def test_the_checker_benchmark_runs_small(capsys):
+    from experiments import benchmark_checker
+
+    assert benchmark_checker.main(["--elements", "1000", "--repeats", "1"]) == 0
+    assert "check_op on 1000 float32 elements" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as caught:
+        benchmark_checker.main(["--repeats", "0"])
+    assert caught.value.code == 2

@@ -113,10 +113,10 @@ def test_cli_batch_of_one_through_a_width_one_layer_is_bitwise(capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["--dropout", "1"], "dropout: expected a drop probability in [0, 1); got 1.0"),
-    (["--input-dropout", "-0.5"], "input_dropout: expected a drop probability in [0, 1)"),
-    (["--activation", "maxout", "--maxout-pieces", "1"], "maxout_pieces: expected an int k >= 2"),
-    (["--maxout-pieces", "3"], "maxout_pieces: only used with activation='maxout'"),
-    (["--max-norm", "0"], "max_norm: expected a finite norm bound c > 0"),
+    (["--input-dropout", "-0.5"], "--input-dropout: expected a drop probability in [0, 1)"),
+    (["--activation", "maxout", "--maxout-pieces", "1"], "--maxout-pieces: expected an int k >= 2"),
+    (["--maxout-pieces", "3"], "--maxout-pieces: only used with activation='maxout'"),
+    (["--max-norm", "0"], "--max-norm: expected a finite norm bound c > 0"),
     (["--init", "he"], "invalid choice: 'he'"),
     (["--sizes", "784,10", "--activation", "tanh"], "activation: the network (784, 10) has no hidden layer"),
 ])

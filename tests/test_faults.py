@@ -290,7 +290,8 @@ def test_a_read_only_run_directory_on_resume_is_a_clear_error(fake_data, run_cop
     status, _, err = resume(fake_data, run_copy, capsys)
     assert status == 1
     # Refused by the first write that is tried (summary.json's check, then the lock file's), before any training.
-    assert (f"error: run summary {run_dir / 'summary.json'}: cannot be written (Read-only file system)" in err
+    assert (f"error: run summary {run_dir / 'summary.json'}: cannot be written: its directory {run_dir} takes no "
+            "new files (Read-only file system)" in err
             or f"error: run directory {run_dir}: cannot open its lock file .lock (Read-only file system)" in err), err
     assert run_copy.read_bytes() == before
 
@@ -307,7 +308,7 @@ def test_an_immutable_run_directory_on_resume_is_a_clear_error(fake_data, run_co
     finally:
         subprocess.run(["chattr", "-i", str(run_dir)], check=True)
     assert status == 1
-    assert f"error: run directory {run_dir}: cannot write in it (Operation not permitted)" in err, err
+    assert f"its directory {run_dir} takes no new files (Operation not permitted)" in err, err
 
 
 def test_a_directory_where_summary_json_goes_is_refused_before_training(fake_data, run_copy, capsys):
@@ -404,7 +405,8 @@ def test_a_json_path_on_a_read_only_mount_is_refused_before_training(fake_data, 
     mount_point("-t", "tmpfs", "-o", "size=64k,ro", "tmpfs", target=read_only)
     status, out, err = run_main(cli(fake_data, "--logdir", str(tmp_path / "runs"), "--dry-run",
                                     "--json", str(read_only / "s.json")), capsys)
-    assert status == 2 and f"--json {read_only / 's.json'}: cannot be written (Read-only file system)" in err
+    assert status == 2 and f"--json {read_only / 's.json'}: cannot be written: its directory {read_only} takes no " \
+                           "new files (Read-only file system)" in err
     assert "epoch" not in out
 
 

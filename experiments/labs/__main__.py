@@ -1,6 +1,6 @@
 """Run the course's worked examples as labs.
 
-    python -m experiments.labs                 list the labs (name, lecture, description, rough run time)
+    python -m experiments.labs [list]          list the labs (name, lecture, description, measured run time)
     python -m experiments.labs NAME [flags]    run one lab (NAME --help lists its flags)
     python -m experiments.labs all --fast      run every lab in its fast form
 
@@ -16,7 +16,9 @@ import time
 
 import torch
 
+from experiments import arguments
 from experiments.labs.common import Report, add_common_arguments, all_labs
+from mnist_data.errors import DatasetError
 
 
 def lab_parser(lab) -> argparse.ArgumentParser:
@@ -36,6 +38,24 @@ def run_lab(lab, args: argparse.Namespace, quiet: bool = False) -> Report:
     return report
 
 
+def check_common(args: argparse.Namespace) -> None:
+    """The common flags, by the shared policy (experiments/arguments.py), before any lab runs."""
+    arguments.seed(args.seed)
+    arguments.integer(args.threads, "--threads", low=1, high=4096)
+    if args.data_dir is not None:
+        arguments.nonempty_path(str(args.data_dir), "--data-dir")
+        if args.data_dir.exists() and not args.data_dir.is_dir():
+            raise ValueError(f"--data-dir {args.data_dir}: is not a directory")
+    if not args.no_tensorboard:
+        arguments.writable_dir(args.logdir, "--logdir")
+
+
+def failure(error: BaseException) -> str:
+    """Why a lab could not run, in one line (the data, a file, a value out of range)."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text if isinstance(error, (DatasetError, ValueError, OSError)) else f"{type(error).__name__}: {text}"
+
+
 def listing(labs) -> str:
     lines = [f"{'lab':<26} {'lecture':<8} {'full run':<10} description"]
     lines += [f"{lab.name:<26} {lab.lecture:<8} {lab.runtime:<10} {lab.description}" for lab in labs.values()]
@@ -47,7 +67,7 @@ def listing(labs) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     labs = all_labs()
-    if not argv or argv[0] in ("-l", "--list"):
+    if not argv or argv[0] in ("list", "-l", "--list"):
         print(listing(labs))
         return 0
     if argv[0] in ("-h", "--help"):
@@ -57,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     if name == "all":
         return run_all(labs, rest)
     if name not in labs:
-        print(f"lab: no lab named {name!r}; expected one of: all, {', '.join(labs)}", file=sys.stderr)
+        print(f"lab: no lab named {name!r}; expected list, all or one of: {', '.join(labs)}", file=sys.stderr)
         return 2
     lab = labs[name]
     try:
@@ -65,10 +85,20 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exit_:
         return int(exit_.code or 0)
     try:
+        check_common(args)
+    except ValueError as error:
+        return arguments.usage_error(f"python -m experiments.labs {name}", str(error))
+    try:
         report = run_lab(lab, args)
+    except KeyboardInterrupt:
+        print(f"\n{name}: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
     except ValueError as error:  # bad flag values the parser cannot see (e.g. sizes that do not fit together)
         print(f"{name}: {error}", file=sys.stderr)
         return 2
+    except (DatasetError, OSError, RuntimeError) as error:
+        print(f"{name}: failed: {failure(error)}", file=sys.stderr)
+        return 1
     print()
     print(report.table())
     return 0 if report.passed else 1
@@ -79,14 +109,30 @@ def run_all(labs, rest: list[str]) -> int:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     add_common_arguments(common)
     try:
-        common.parse_args(rest)  # only the common flags make sense for every lab
+        common_args = common.parse_args(rest)  # only the common flags make sense for every lab
     except SystemExit as exit_:
         return int(exit_.code or 0)
+    try:
+        check_common(common_args)
+    except ValueError as error:
+        return arguments.usage_error("python -m experiments.labs all", str(error))
     summary, failed = [], []
     for lab in labs.values():
         print(f"\n=== {lab.name} (lecture {lab.lecture}): {lab.description}")
         start = time.perf_counter()
-        report = run_lab(lab, lab_parser(lab).parse_args(rest))
+        try:
+            report = run_lab(lab, lab_parser(lab).parse_args(rest))
+        except KeyboardInterrupt:
+            print(f"\ninterrupted (Ctrl-C) during {lab.name}; " + (f"{len(summary)} labs had run" if summary
+                                                                   else "no lab had finished"), file=sys.stderr)
+            print("\n".join(summary))
+            return 130
+        except Exception as error:  # one lab's failure (its data, a file) must not stop the others
+            seconds = time.perf_counter() - start
+            print(f"{lab.name}: failed: {failure(error)}")
+            summary.append(f"{lab.name:<26} {seconds:7.2f} s  failed: {failure(error)}")
+            failed.append(lab.name)
+            continue
         seconds = time.perf_counter() - start
         print(report.table())
         summary.append(f"{lab.name:<26} {seconds:7.2f} s  {'ok' if report.passed else 'FAIL'}")

@@ -7,13 +7,13 @@ TensorBoard (loss against epochs).
 
 from __future__ import annotations
 
-from experiments.labs.common import Lab, new_lab_run_dir, positive_float, positive_int, writer
+from experiments.labs.common import Lab, new_lab_run_dir, positive_float, positive_int, positive_int_list, writer
 from experiments.labs.l003_iris import lecture_data, train_side_by_side
 
 
 def add_arguments(parser) -> None:
     parser.add_argument("--epochs", type=positive_int, default=None, help="default: 100, --fast 5")
-    parser.add_argument("--batch-sizes", type=lambda text: [int(part) for part in text.split(",")], default=[1, 16],
+    parser.add_argument("--batch-sizes", type=positive_int_list, default=[1, 16],
                         help="comma-separated m values")
     parser.add_argument("--eta0", type=positive_float, default=0.05)
     parser.add_argument("--tau", type=positive_float, default=500.0, help="eta_t = eta0 / (1 + t / tau)")
@@ -48,4 +48,4 @@ def run(args, report) -> None:
 
 
 LAB = Lab("sgd_minibatch", "003", "SGD with 1 sample vs mini-batches of m, decaying eta_t, on iris",
-          "10 s", run, add_arguments)
+          "51 s", run, add_arguments)
