@@ -48,7 +48,8 @@ def train_step(run, index: Tensor, logger: RunLogger) -> tuple[float, float | No
     run.global_step += 1
     run.stop_requested = result.stop_requested
     if single is not None:
-        distances = run.single_tally.add(result.engine_record.gradients(), single)
+        averaged = result.engine_record.gradients() if result.engine_record is not None else result.engine_grads
+        distances = run.single_tally.add(averaged, single)
         logger.scalars("manual", run.global_step,
                        # normwise (in eps of each tensor's largest entry): entry by entry, sums that cancel
                        # to almost zero are thousands of ulps apart and would hide the trend

@@ -48,6 +48,7 @@ class StepResult:
     engine_loss: float  # data-parallel: the mean over the ranks, i.e. the loss of the global batch
     twin_loss: float | None
     stop_requested: bool = False  # data-parallel: True when any rank asked to stop (all ranks agree)
+    engine_grads: dict | None = None  # the fast path's data-parallel step: copies of the averaged gradients
 
 
 class ModelPair:
@@ -222,6 +223,7 @@ class ModelPair:
         problem = self._agree(result, problem)
         if problem:
             raise DivergenceError(problem)
+        result.engine_grads = {name: grad.clone() for name, grad in grads.items()}  # before the update reuses them
         self.fast.apply_gradients(grads)
         self.engine_schedule.step()
         bad = non_finite_parameter(self.engine.params)

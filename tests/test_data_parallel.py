@@ -220,6 +220,11 @@ def test_data_parallel_runs_without_the_twin_train_on_the_fast_path_bitwise(fake
     rest = torchrun(fake_data, None, *flags, "--no-twin", "--resume", str(checkpoint))
     assert rest.returncode == 0, rest.stdout + rest.stderr
     assert_same_engine(b, torch.load(checkpoint, weights_only=False))
+    # without dropout every parity step also checks the averaged gradients against the global batch's
+    plain = torchrun(fake_data, tmp_path / "plain", "--epochs", "1", "--optimizer", "nesterov", "--no-twin")
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    summary = json.loads((run_dir_of(tmp_path / "plain") / "summary.json").read_text())
+    assert summary["data_parallel"]["vs_single_process"]["checks"] >= 1
 
 
 @needs_gloo
