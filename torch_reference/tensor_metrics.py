@@ -103,35 +103,32 @@ def measure(mine: Tensor, ref: Tensor) -> TensorStats:
     nan_mine, nan_ref = int(torch.isnan(mine).sum()), int(torch.isnan(ref).sum())
     inf_mine, inf_ref = int(torch.isinf(mine).sum()), int(torch.isinf(ref).sum())
     histogram = dict.fromkeys(ULP_BINS, 0)
-    if mine.numel() == 0:
-        return TensorStats(True, 0.0, 0.0, 0.0, histogram, 0, None, None, None, 0, 0, 0, 0)
-    both_nan = torch.isnan(mine) & torch.isnan(ref)
-    same_value = (mine == ref) | both_nan  # -0.0 == +0.0 here: their ulp distance is 0, their bits differ
-    finite_pair = torch.isfinite(mine) & torch.isfinite(ref)
-    broken = ~finite_pair & ~same_value  # a NaN or Inf on one side only, or Infs of opposite signs
-    ulp = torch.where(finite_pair, ulp_distance(mine, ref), torch.zeros((), dtype=torch.float64))
-    ulp = torch.where(broken, torch.full((), math.inf, dtype=torch.float64), ulp)
-    abs_error = torch.where(finite_pair, (mine - ref).abs().double(), torch.zeros((), dtype=torch.float64))
-    rel_error = torch.where(finite_pair, relative_error(mine, ref).double(), torch.zeros((), dtype=torch.float64))
-    if bool(broken.any()):
-        abs_error = torch.where(broken, torch.full((), math.inf, dtype=torch.float64), abs_error)
-        rel_error = torch.where(broken, torch.full((), math.inf, dtype=torch.float64), rel_error)
+    if differing == 0:  # the common case of a bitwise row: every distance is 0, nothing more to compute
+        histogram["0"] = mine.numel()
+        return TensorStats(True, 0.0, 0.0, 0.0, histogram, 0, None, None, None, nan_mine, nan_ref, inf_mine, inf_ref)
+    zero = torch.zeros((), dtype=torch.float64, device=mine.device)
+    ulp = ulp_distance(mine, ref)
+    abs_error = (mine.double() - ref.double()).abs()
+    rel_error = relative_error(mine, ref).double()
+    if nan_mine or nan_ref or inf_mine or inf_ref:
+        both_nan = torch.isnan(mine) & torch.isnan(ref)
+        same_value = (mine == ref) | both_nan  # -0.0 == +0.0 here: their ulp distance is 0, their bits differ
+        finite_pair = torch.isfinite(mine) & torch.isfinite(ref)
+        broken = ~finite_pair & ~same_value  # a NaN or Inf on one side only, or Infs of opposite signs
+        infinity = torch.full((), math.inf, dtype=torch.float64, device=mine.device)
+        ulp, abs_error, rel_error = (torch.where(broken, infinity, torch.where(finite_pair, value, zero))
+                                     for value in (ulp, abs_error, rel_error))
     flat = ulp.flatten()
-    histogram["0"] = int((flat == 0).sum())
-    histogram["1"] = int((flat == 1).sum())
-    histogram["2-4"] = int(((flat >= 2) & (flat <= 4)).sum())
-    histogram["5-16"] = int(((flat >= 5) & (flat <= 16)).sum())
-    histogram[">16"] = int((flat > 16).sum())
-    worst_index = worst_mine = worst_ref = None
-    if differing:
-        # the element farthest in ulps; among equals (e.g. -0.0 against +0.0, 0 ulp apart) the first differing one
-        key = torch.where(~equal_bits.flatten(), flat, torch.full((), -1.0, dtype=torch.float64))
-        position = int(torch.argmax(key))
-        worst_index = list(map(int, torch.unravel_index(torch.tensor(position), mine.shape))) if mine.dim() else []
-        worst_mine = float(mine.flatten()[position])
-        worst_ref = float(ref.flatten()[position])
+    # one pass: bins 0 | 1 | 2-4 | 5-16 | >16 (ulp distances are whole numbers, or inf)
+    edges = torch.tensor([0.5, 1.5, 4.5, 16.5], dtype=torch.float64, device=flat.device)
+    counts = torch.bincount(torch.bucketize(flat, edges), minlength=5).tolist()
+    histogram = dict(zip(ULP_BINS, counts))
+    # the element farthest in ulps; among equals (e.g. -0.0 against +0.0, 0 ulp apart) the first differing one
+    key = torch.where(~equal_bits.flatten(), flat, torch.full((), -1.0, dtype=torch.float64, device=flat.device))
+    position = int(torch.argmax(key))
+    worst_index = list(map(int, torch.unravel_index(torch.tensor(position), mine.shape))) if mine.dim() else []
     return TensorStats(
-        bitwise=differing == 0, max_abs=float(abs_error.max()), max_rel=float(rel_error.max()),
+        bitwise=False, max_abs=float(abs_error.max()), max_rel=float(rel_error.max()),
         max_ulp=float(flat.max()), ulp_histogram=histogram, differing=differing, worst_index=worst_index,
-        worst_mine=worst_mine, worst_ref=worst_ref, nan_mine=nan_mine, nan_ref=nan_ref, inf_mine=inf_mine,
-        inf_ref=inf_ref)
+        worst_mine=float(mine.flatten()[position]), worst_ref=float(ref.flatten()[position]), nan_mine=nan_mine,
+        nan_ref=nan_ref, inf_mine=inf_mine, inf_ref=inf_ref)
