@@ -15,8 +15,8 @@ import torch
 from torch import Tensor
 
 from side_by_side.gradient_flow import flow_scalars, snapshot
-from side_by_side.model_pair import DivergenceError
 from side_by_side.settings import TrainingError
+from side_by_side.step_result import DivergenceError
 from side_by_side.tensorboard_writer import RunLogger
 from torch_reference.dp_parity import single_process_gradients
 

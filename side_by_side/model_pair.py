@@ -9,7 +9,6 @@ same batch; :meth:`ModelPair.compare` reports how far apart they are, tensor by 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -21,9 +20,11 @@ from manual_backprop.fast import FastTrainer
 from manual_backprop.model import MLP, init_parameters
 from manual_backprop.optim import build_optimizer
 from manual_backprop.optim_config import OptimizerConfig, ScheduleConfig
-from manual_backprop.record import Record
 from manual_backprop.schedules import LRSchedule
+from side_by_side.model_pair_fast import FastSteps
+from side_by_side.model_pair_state import PairState
 from side_by_side.process_group import DataParallel
+from side_by_side.step_result import DivergenceError, StepResult, non_finite_parameter  # noqa: F401 (re-exported)
 from torch_reference.compare import compare_records
 from torch_reference.lockstep import lockstep_loss_and_gradients
 from torch_reference.optim_parity import lr_row, state_rows, weight_rows
@@ -31,27 +32,11 @@ from torch_reference.optim_twin import (
     build_torch_optimizer,
     build_torch_schedule,
     current_lr,
-    load_schedule_state,
-    schedule_state,
 )
 from torch_reference.twin import TwinMLP
 
 
-class DivergenceError(Exception):
-    """A model's loss or weights stopped being finite; the message says which and when."""
-
-
-@dataclass
-class StepResult:
-    engine_record: Record | None  # None on the fast path, which keeps no record
-    twin_record: Record | None
-    engine_loss: float  # data-parallel: the mean over the ranks, i.e. the loss of the global batch
-    twin_loss: float | None
-    stop_requested: bool = False  # data-parallel: True when any rank asked to stop (all ranks agree)
-    engine_grads: dict | None = None  # the fast path's data-parallel step: copies of the averaged gradients
-
-
-class ModelPair:
+class ModelPair(FastSteps, PairState):
     """The engine and (with ``twin=True``) its autograd twin, with their optimizers and schedules.
 
     data_parallel: this process's place in a data-parallel group. Each step then averages the engine's gradients
@@ -187,51 +172,6 @@ class ModelPair:
                        "or the rank's own error output names it); stopping without updating the weights")
         return problem
 
-    def _fast_step(self, X: Tensor, y: Tensor) -> StepResult:
-        """The fast path updates the weights inside its backward, so a non-finite loss is seen after the update:
-        the run stops there all the same, and the diverged weights never reach a checkpoint."""
-        self.fast.lr = self.engine_schedule.lr
-        loss = self.fast.step(X, y).item()
-        if not math.isfinite(loss):
-            raise DivergenceError(f"the manual model's loss became {loss} (fast path: this step's update is "
-                                  "not kept)")
-        self.engine_schedule.step()
-        bad = non_finite_parameter(self.engine.params)
-        if bad:
-            raise DivergenceError(f"the manual model's {bad} became non-finite in the update (the loss before it "
-                                  f"was {loss})")
-        return StepResult(None, None, loss, None)
-
-    def _fast_data_parallel_step(self, X: Tensor, y: Tensor, stop_requested: bool) -> StepResult:
-        """The fast path in a data-parallel run: its gradients, each handed to the averager as soon as it is final
-        (the bucket's all-reduce launches from inside the fast backward), the checks and the agreement of
-        :meth:`step`, then the update from the averaged gradients. The same steps as the reference engine's."""
-        self.fast.lr = self.engine_schedule.lr
-        self.averager.start_step()
-        loss, grads = self.fast.gradients(X, y, on_gradient=self.averager.mark_ready)
-        self.averager.finish(grads)
-        result = StepResult(None, None, loss.item(), None, stop_requested)
-        problem = None
-        if not math.isfinite(result.engine_loss):
-            problem = f"the manual model's loss became {result.engine_loss}; stopping without updating the weights"
-        else:
-            bad = non_finite_parameter({"output scores Z": self.fast.output_scores(X.shape[0]),
-                                        **{f"gradient d{name}": grad for name, grad in grads.items()}})
-            if bad:
-                problem = (f"the manual model's {bad} became non-finite (an overflow: the loss is still "
-                           f"{result.engine_loss}); stopping without updating the weights")
-        problem = self._agree(result, problem)
-        if problem:
-            raise DivergenceError(problem)
-        result.engine_grads = {name: grad.clone() for name, grad in grads.items()}  # before the update reuses them
-        self.fast.apply_gradients(grads)
-        self.engine_schedule.step()
-        bad = non_finite_parameter(self.engine.params)
-        if bad:
-            raise DivergenceError(f"the manual model's {bad} became non-finite in the update (the loss before it "
-                                  f"was {result.engine_loss})")
-        return result
-
     def twin_params(self) -> dict[str, Tensor]:
         return {name: tensor.detach() for name, tensor in self.twin.engine_parameters().items()} if self.twin else {}
 
@@ -243,46 +183,3 @@ class ModelPair:
         after += state_rows(self.engine_optimizer, self.twin_optimizer, twin_params, policy)
         after.append(lr_row(0, self.engine_schedule.lr, current_lr(self.twin_optimizer)))
         return rows, after
-
-    # --- checkpoints -------------------------------------------------------------------------------------------
-
-    def state_dict(self) -> dict:
-        if self.fast is not None:  # the fast path keeps the momentum buffers; the checkpoint layout is the engine's
-            self.engine_optimizer.state = {name: entries for name, entries in self.fast.optimizer_state().items()}
-        state = {"engine": {name: tensor.detach().cpu().clone() for name, tensor in self.engine.params.items()},
-                 "engine_optimizer": self.engine_optimizer.state_dict(),
-                 "engine_schedule": self.engine_schedule.state_dict()}
-        if self.twin is not None:
-            state["twin"] = {key: value.detach().cpu().clone() for key, value in self.twin.state_dict().items()}
-            state["twin_optimizer"] = self.twin_optimizer.state_dict()
-            state["twin_schedule"] = schedule_state(self.twin_schedule)
-        return state
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore both models; shapes and names are checked by the models and optimizers themselves."""
-        device = self.config.torch_device
-        if sorted(state["engine"]) != sorted(self.engine.params):
-            raise ValueError(f"engine: expected parameters {sorted(self.engine.params)}; got {sorted(state['engine'])}")
-        for name, tensor in state["engine"].items():
-            if tensor.shape != self.engine.params[name].shape or tensor.dtype != self.engine.params[name].dtype:
-                raise ValueError(f"engine.{name}: expected {self.config.dtype} of shape "
-                                 f"{tuple(self.engine.params[name].shape)}; got {tensor.dtype} {tuple(tensor.shape)}")
-        for name, tensor in state["engine"].items():
-            self.engine.params[name].copy_(tensor.to(device))
-        self.engine_optimizer.load_state_dict(state["engine_optimizer"])
-        self.engine_schedule.load_state_dict(state["engine_schedule"])
-        if self.fast is not None:
-            self.fast.load_optimizer_state(self.engine_optimizer.state)
-        if self.twin is not None:
-            self.twin.load_state_dict(state["twin"])
-            self.twin_optimizer.load_state_dict(state["twin_optimizer"])
-            load_schedule_state(self.twin_schedule, state["twin_schedule"])
-
-
-def non_finite_parameter(params: dict[str, Tensor]) -> str | None:
-    """The name of the first parameter holding NaN or Inf, or None. One sum per tensor: NaN and Inf propagate
-    into it (a finite tensor whose sum overflows is then checked entry by entry)."""
-    for name, tensor in params.items():
-        if not torch.isfinite(tensor.sum()) and not torch.isfinite(tensor).all():
-            return name
-    return None

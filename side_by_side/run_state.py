@@ -20,8 +20,8 @@ from side_by_side.checkpoint import (
     save_checkpoint,
     validate_for_run,
 )
-from side_by_side.model_pair import non_finite_parameter
 from side_by_side.settings import TrainingError
+from side_by_side.step_result import non_finite_parameter
 from torch_reference.dp_parity import SingleProcessTally
 from torch_reference.parity_tally import ParityTally
 
