@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Callable
 
@@ -146,6 +147,8 @@ def last_checkpoint_summary(run: SideBySideRun, log: Callable[[str], None]) -> d
     (or data-parallel, where the other ranks are mid-step) the interrupt goes on up."""
     if run.last_checkpoint is None or run.dp is not None:
         raise KeyboardInterrupt
+    if run.interrupt.signal_number is None:  # a KeyboardInterrupt with no signal noted first: Ctrl-C all the same
+        run.interrupt.signal_number = signal.SIGINT
     with signals_held():
         restore_run(run, run.last_checkpoint)
         log(f"stopped at once by a second signal; the run is as its last checkpoint {run.last_checkpoint} holds it "

@@ -125,6 +125,12 @@ def test_max_steps_at_or_below_the_checkpoints_step_changes_nothing(fake_data, r
     (["--epochs", "-3"], "--epochs: expected an integer >= 1; got -3"),
     (["--max-steps=-5"], "--max-steps: expected an integer >= 1; got -5"),
     (["--seed", str(2 ** 64)], "--seed: expected 0 <= seed < 2**64"),
+    (["--mse-convention", "mean"], "--mse-convention: only the mse loss has one"),
+    (["--no-twin", "--parity-every", "3"], "--parity-every: --no-twin trains the engine alone"),
+    (["--maxout-pieces", "2"], "--maxout-pieces: only --activation maxout has pieces"),
+    (["--lr-schedule", "step"], "--lr-step-size 1000: the run has 24 steps after its warm-up, so the step schedule "
+                                "never decays"),
+    (["--lr-schedule", "multistep", "--lr-milestones", "5,30"], "--lr-milestones: 30 lie past the run's 24 steps"),
 ])
 def test_flags_that_would_change_nothing_or_cannot_work_are_refused(fake_data, tmp_path, capsys, args, message):
     status, out, err = train(cli(fake_data, "--logdir", str(tmp_path / "runs"), "--epochs", "3", *args), capsys)
@@ -147,6 +153,32 @@ def test_a_users_momentum_for_adam_is_still_refused(fake_data, tmp_path, capsys)
     status, _, err = train(cli(fake_data, "--logdir", str(tmp_path / "runs"), "--optimizer", "adam",
                                "--momentum", "0.9"), capsys)
     assert status == 2 and "--momentum: adam has no momentum hyperparameter" in err
+
+
+def test_a_second_ctrl_c_leaves_a_summary_that_describes_the_last_checkpoint(fake_data, tmp_path, capsys,
+                                                                            monkeypatch):
+    """A second Ctrl-C raises KeyboardInterrupt mid-step: the step in flight is dropped and summary.json describes
+    the last checkpoint (step 4 here), not a step the checkpoint does not hold."""
+    import torch
+
+    from side_by_side.run import SideBySideRun
+
+    real_step = SideBySideRun.step
+
+    def step(run, index, logger):
+        if run.global_step == 5:
+            raise KeyboardInterrupt
+        return real_step(run, index, logger)
+
+    monkeypatch.setattr(SideBySideRun, "step", step)
+    status, out, err = train(cli(fake_data, "--logdir", str(tmp_path / "runs"), "--epochs", "2",
+                                 "--checkpoint-every", "2"), capsys)
+    assert status == 130, err
+    (run_dir,) = list((tmp_path / "runs").iterdir())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert summary["steps"] == checkpoint["global_step"] == 4 and summary["interrupted"] == "SIGINT"
+    assert "stopped at once by a second signal" in out
 
 
 # --- train_mnist: a NaN in evaluation fails the run ---------------------------------------------------------------
@@ -265,6 +297,21 @@ def test_labs_all_reports_a_failing_lab_and_goes_on(tmp_path, capsys, monkeypatc
     out = capsys.readouterr().out
     assert status == 1
     assert f"{first.name}: failed: the disk is gone" in out and "1/2 labs passed" in out
+
+
+def test_ctrl_c_in_labs_all_exits_130_without_a_traceback(capsys):
+    import experiments.labs.__main__ as runner
+    from experiments.labs.common import all_labs
+
+    labs = dict(list(all_labs().items())[:2])
+    first = next(iter(labs.values()))
+
+    def interrupted(args, report):
+        raise KeyboardInterrupt
+
+    labs[first.name] = type(first)(**{**first.__dict__, "run": interrupted})
+    assert runner.run_all(labs, ["--fast", "--no-tensorboard"]) == 130
+    assert f"interrupted (Ctrl-C) during {first.name}" in capsys.readouterr().err
 
 
 # --- the benchmarks -----------------------------------------------------------------------------------------------
