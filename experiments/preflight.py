@@ -71,9 +71,11 @@ def flags_without_effect(args, explicit: set[str]) -> None:
     if "mse_convention" in explicit and args.loss != "mse":
         raise ValueError(f"--mse-convention: only the mse loss has one; this run's loss is {args.loss} (leave it out "
                          "or give --loss mse)")
-    if "maxout_pieces" in explicit and args.activation != "maxout":
-        raise ValueError(f"--maxout-pieces: only --activation maxout has pieces; this run's is {args.activation}")
-    if "parity_every" in explicit and args.no_twin:
+    for dest, activation in (("maxout_pieces", "maxout"), ("leaky_slope", "leaky_relu"), ("elu_alpha", "elu")):
+        if dest in explicit and args.activation != activation:
+            raise ValueError(f"--{dest.replace('_', '-')}: only --activation {activation} uses it; this run's "
+                             f"activation is {args.activation}")
+    if "parity_every" in explicit and getattr(args, "no_twin", False):
         raise ValueError("--parity-every: --no-twin trains the engine alone, so there is no parity to check; leave "
                          "one of them out")
 

@@ -127,7 +127,7 @@ def test_max_steps_at_or_below_the_checkpoints_step_changes_nothing(fake_data, r
     (["--seed", str(2 ** 64)], "--seed: expected 0 <= seed < 2**64"),
     (["--mse-convention", "mean"], "--mse-convention: only the mse loss has one"),
     (["--no-twin", "--parity-every", "3"], "--parity-every: --no-twin trains the engine alone"),
-    (["--maxout-pieces", "2"], "--maxout-pieces: only --activation maxout has pieces"),
+    (["--maxout-pieces", "2"], "--maxout-pieces: only --activation maxout uses it"),
     (["--lr-schedule", "step"], "--lr-step-size 1000: the run has 24 steps after its warm-up, so the step schedule "
                                 "never decays"),
     (["--lr-schedule", "multistep", "--lr-milestones", "5,30"], "--lr-milestones: 30 lie past the run's 24 steps"),
@@ -230,6 +230,9 @@ def test_paths_of_the_wrong_kind_are_named_for_what_they_are(tmp_path):
     (["--sizes", "784,100000000000,10"], "--sizes 784,100000000000,10: the run needs about"),
     (["--batch-size", str(2 ** 62)], f"--batch-size {2 ** 62}: the run needs about"),
     (["--steps", "-1"], "--steps: expected an integer >= 0; got -1"),
+    (["--leaky-slope", "0.3"], "--leaky-slope: only --activation leaky_relu uses it; this run's activation is relu"),
+    (["--mse-convention", "mean"], "--mse-convention: only the mse loss has one"),
+    (["--steps", "2", "--warmup-steps", "10"], "--warmup-steps 10: the run has 2 steps in all"),
 ])
 def test_parity_refuses_what_it_would_not_check(capsys, args, message):
     from experiments.parity import main
