@@ -36,6 +36,7 @@ from experiments.benchmark_variants import (
     peak_step_bytes,
     sgd_momentum,
 )
+from experiments.optimizer_flags import flag_named_error
 from experiments.parity import parse_sizes, resolve_device
 from experiments.preflight import memory_fits
 from manual_backprop.config import MLPConfig
@@ -312,7 +313,7 @@ def main(argv=None) -> int:
         if args.json is not None:
             arguments.output_file(args.json, "--json")  # now, not after minutes of measuring
     except ValueError as error:
-        parser.error(str(error))
+        parser.error(flag_named_error(error))
     try:
         return measure_and_report(args, config, optimizer, batch_sizes, names)
     except KeyboardInterrupt:

@@ -46,14 +46,18 @@ def resume_logdir(logdir: str, default: str, checkpoint: Path) -> None:
 def memory_fits(config: MLPConfig, optimizer: OptimizerConfig, batch_size: int, eval_images: int, twin: bool,
                 hidden_flag: str, batch_flag: str) -> None:
     """Refuse a run whose parameters or activations cannot be allocated, naming the flag that makes them large:
-    --maxout-pieces when the run would fit with the default 2 pieces, else the widths or the batch, whichever part
-    is larger."""
+    --maxout-pieces when the run would fit with the default 2 pieces, else the batch when it would fit with a batch
+    of 1, else the widths."""
     needed = estimate(config, optimizer, batch_size, eval_images, twin)
     free = available_bytes(config.torch_device)
     if free is None or needed.total <= free:
         return
     models = "both models" if twin else "the model"
-    flag = hidden_flag if needed.parameters >= needed.activations else batch_flag
+    # The flag to change is the one whose smaller value makes the run fit: the maxout pieces (back to the default
+    # 2), else the batch (down to 1), else the widths.
+    flag = hidden_flag
+    if estimate(config, optimizer, 1, eval_images, twin).total <= free:
+        flag = batch_flag
     if config.activation == "maxout" and config.maxout_pieces > 2:
         fewer = estimate(replace(config, maxout_pieces=2), optimizer, batch_size, eval_images, twin)
         if fewer.total <= free:

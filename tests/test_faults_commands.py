@@ -323,6 +323,8 @@ def test_ctrl_c_in_labs_all_exits_130_without_a_traceback(capsys):
     ("benchmark", ["--threads", "0"], "--threads: expected an integer >= 1; got 0"),
     ("benchmark", ["--min-seconds", "inf"], "--min-seconds: expected a finite number; got inf"),
     ("benchmark", ["--json", "{tmp}"], "--json {tmp}: is a directory; expected a file path"),
+    ("benchmark", ["--sizes", "784,9999999999,10"], "--sizes 784,9999999999,10: the run needs about"),
+    ("benchmark", ["--l2", "nan"], "--l2: expected a finite number; got nan"),
     ("benchmark_phases", ["--min-seconds", "inf"], "--min-seconds: expected a finite number; got inf"),
     ("benchmark_phases", ["--json", "{tmp}/missing/x.json"], "the directory {tmp}/missing does not exist"),
     ("benchmark_dp", ["--min-seconds", "nan"], "--min-seconds: expected a finite number; got nan"),
