@@ -347,3 +347,24 @@ def test_a_benchmark_that_measured_nothing_exits_1(tmp_path, capsys):
                                  "--variants", "reference", "--epoch-dataset", "idx", "--data-dir", str(tmp_path)],
                           capsys)
     assert status == 1 and "error: the idx epoch could not be timed" in err, err
+
+
+@pytest.mark.parametrize("module", ["benchmark", "benchmark_dp", "labs"])
+def test_ctrl_c_stops_a_benchmark_or_the_labs_with_130_and_no_traceback(module):
+    """Whenever it comes (while torch is imported, or while measuring), one Ctrl-C ends the command with exit
+    status 130 and a one-line message; benchmark_dp's helper processes print nothing either."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    repo = Path(__file__).resolve().parent.parent
+    extra = ["all", "--fast", "--no-tensorboard"] if module == "labs" else ["--batch-sizes", "64"]
+    process = subprocess.Popen([sys.executable, "-m", f"experiments.{module}", *extra], cwd=repo, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(8)
+    os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the whole process group
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "interrupted (Ctrl-C)" in err, err
