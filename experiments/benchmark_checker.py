@@ -15,6 +15,7 @@ import time
 
 import torch
 
+from experiments import arguments
 from torch_reference.checker import check_op
 
 
@@ -31,21 +32,16 @@ def reference(x):
     return torch.tanh(x)
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}") from None
-    if not 1 <= value <= 10**8:
-        raise argparse.ArgumentTypeError(f"expected an integer from 1 to 100000000; got {text!r}")
-    return value
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.benchmark_checker", description=__doc__.split("\n")[0])
-    parser.add_argument("--elements", type=positive_int, default=1_000_000)
-    parser.add_argument("--repeats", type=positive_int, default=5)
+    parser.add_argument("--elements", type=int, default=1_000_000, help="elements of the op's input (1 to 10**8)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed turns of each case; the best is reported")
     args = parser.parse_args(argv)
+    try:
+        arguments.integer(args.elements, "--elements", low=1, high=10**8)
+        arguments.integer(args.repeats, "--repeats", low=1, high=1000)
+    except ValueError as error:
+        parser.error(str(error))
     x = torch.randn(args.elements, generator=torch.Generator().manual_seed(0))
     cases = {"noise floor (passes, no triage)": False, "exact (fails, with float64 triage)": True}
     try:

@@ -201,7 +201,7 @@ def parse_batch_sizes(text: str) -> list[int]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m experiments.benchmark_dp", description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch-sizes", type=parse_batch_sizes, default=parse_batch_sizes("64,256,1024,4096"),
                         help="global batch sizes, each split evenly over the 2 processes (default: 64,256,1024,4096)")
     parser.add_argument("--sizes", type=parse_sizes, default=(784, 256, 128, 10),

@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import sys
 import traceback
 
 import torch
 
+from experiments import arguments
 from torch_reference.checker import CheckError, ContractError, check_op
 from torch_reference.checker.errors import UserCodeError
 from torch_reference.checker.report import STRUCTURAL
@@ -56,10 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_user_file(path: str):
-    if not os.path.exists(path):
-        raise ConventionError(f"{path}: no such file")
-    if not os.path.isfile(path):
-        raise ConventionError(f"{path}: not a regular file (a directory or a device?); give a .py file")
+    try:
+        arguments.input_file(path, "FILE", "Python file")
+    except ValueError as error:
+        raise ConventionError(str(error)) from None
     if not path.endswith(".py"):
         raise ConventionError(f"{path}: expected a Python file ending in .py")
     name = "user_check_" + os.path.splitext(os.path.basename(path))[0].replace("-", "_")
@@ -85,32 +87,27 @@ def load_user_file(path: str):
 
 
 def check_output_path(path: str, user_file: str) -> None:
-    """--json: checked before any work, and never the file being checked."""
-    if os.path.isdir(path):
-        raise ConventionError(f"--json {path}: is a directory; give a file path")
-    if os.path.exists(path) and os.path.samefile(path, user_file):
+    """--json: checked before any work (experiments/arguments.py's policy), and never the file being checked."""
+    if os.path.exists(path) and os.path.exists(user_file) and os.path.samefile(path, user_file):
         raise ConventionError(f"--json {path}: that is the file being checked; choose another path")
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(directory):
-        raise ConventionError(f"--json {path}: the directory {directory} does not exist")
-    if not os.access(directory, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
-        raise ConventionError(f"--json {path}: not writable")
-    if os.path.exists(path) and not os.path.isfile(path):
-        raise ConventionError(f"--json {path}: exists and is not a regular file")
+    try:
+        arguments.output_file(path, "--json")
+    except ValueError as error:
+        raise ConventionError(str(error)) from None
 
 
 def write_json(report, path: str) -> None:
-    temporary = f"{path}.tmp{os.getpid()}"
     try:
-        report.write_json(temporary)
-        os.replace(temporary, path)
+        arguments.write_output(path, json.dumps(report.to_json(), indent=2) + "\n", "--json")
     except OSError as error:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise ConventionError(f"--json {path}: could not write the report ({error.strerror or error})") from error
+        raise ConventionError(f"could not write the report: {error}") from error
 
 
 def run(args) -> int:
+    try:
+        arguments.seed(args.seed)
+    except ValueError as error:
+        raise ConventionError(str(error)) from None
     if args.device == "cuda" and not torch.cuda.is_available():
         raise ConventionError("--device cuda: no CUDA GPU is visible to PyTorch here; use --device cpu")
     if args.json:

@@ -51,6 +51,7 @@ def resolve_device(name: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
+        prog="python -m experiments.parity",
         description="Layer-by-layer parity of the manual backprop engine against its autograd twin.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--sizes", type=parse_sizes, default=(784, 256, 128, 10),

@@ -1,8 +1,8 @@
 """Train the hand-written-backprop MLP on MNIST next to its autograd twin, with parity checks and TensorBoard.
 
-    python -m experiments.train_mnist                      # the default 784-256-128-10 ReLU run
-    python -m experiments.train_mnist --dry-run            # a few batches, for smoke tests
-    tensorboard --logdir runs                              # watch both models' curves overlaid
+    .venv/bin/python -m experiments.train_mnist              # the default 784-256-128-10 ReLU run
+    .venv/bin/python -m experiments.train_mnist --dry-run    # a few batches, for smoke tests
+    .venv/bin/tensorboard --logdir runs                      # watch both models' curves overlaid
 
 Exit status: 0 on success, 1 when the run fails (data, checkpoint, diverging loss), 2 for bad arguments,
 130 / 143 when Ctrl-C / SIGTERM stopped it (after a checkpoint it can resume from).
@@ -45,6 +45,7 @@ from side_by_side.guarded_logger import LoggingError
 from side_by_side.process_group import DistributedError
 from side_by_side.run import DRY_RUN_BATCHES, DRY_RUN_EVAL_IMAGES, TrainingError, TrainSettings, train
 from side_by_side.run_directory import RunLockError
+from side_by_side.run_report import print_summary
 from side_by_side.settings import NothingToTrain
 from side_by_side.signals import signals_held
 from side_by_side.tensorboard_layout import auto_log_interval, run_name
@@ -67,7 +68,8 @@ def parse_hidden(text: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(description="Manual backprop vs autograd on MNIST, side by side.",
+    p = ArgumentParser(prog="python -m experiments.train_mnist",
+                       description="Manual backprop vs autograd on MNIST, side by side.",
                        formatter_class=DefaultsOnceFormatter)
     p.add_argument("--epochs", type=int, default=10, help="number of epochs to train")
     p.add_argument("--batch-size", type=int_or_word("full", "images"), default=64,
@@ -364,36 +366,12 @@ def prepare_run_dir(args, config, settings, logdir, data_parallel) -> Path:
         summary = run_dir / "summary.json"
         arguments.output_file(summary, "run summary", own=(summary,))  # before the training, not after it
         return run_dir
-    name = run_name(config.to_dict(), settings.identity())
-    if args.dataset != "mnist":  # a Fashion-MNIST run must not pass for an MNIST one in TensorBoard's list
-        name = f"{args.dataset}_{name}"
-    if data_parallel is not None:  # what differs from a single-process run shows in the name
-        name += f"_dp{data_parallel.world_size}-{data_parallel.mode}"
+    # Every setting that differs from the defaults shows in the name, the data and process group's too.
+    name = run_name(config.to_dict(), {
+        **settings.identity(), "dataset": args.dataset, "limit": args.limit, "standardize": args.standardize,
+        "val_size": args.val_size, "world_size": data_parallel.world_size if data_parallel is not None else 1,
+        "dp_mode": data_parallel.mode if data_parallel is not None else None})
     return new_run_dir(logdir, name)
-
-
-def print_summary(summary: dict, log) -> None:
-    log("")
-    log("summary" + (f" (INTERRUPTED by {summary['interrupted']} after {summary['epochs_completed']} complete "
-                     f"epochs: not a final result; continue with --resume {summary['checkpoint']})"
-                     if summary["interrupted"] else ""))
-    for model, values in summary["final"].items():
-        log(f"  {model:9s} test accuracy {100 * values['test_accuracy']:.2f}%, test loss {values['test_loss']:.4f}")
-    parity = summary["parity"]
-    if parity["checks"]:
-        log(f"  parity: {parity['bitwise_equal_checks']}/{parity['checks']} checks bitwise equal (gradients and "
-            f"weights), {parity['checks_out_of_policy']} out of policy; largest weight difference "
-            f"{parity['worst_weight_max_abs_diff']:.3g}")
-        inexact = {key: worst for key, worst in parity["worst_per_tensor"].items() if worst["max_ulp"] > 0}
-        if not inexact:
-            log(f"  every one of the {len(parity['worst_per_tensor'])} compared tensors was bitwise equal "
-                "at every check")
-        for key, worst in inexact.items():
-            log(f"    worst {key:12s} max abs {worst['max_abs']:.3g}  max rel {worst['max_rel']:.3g}  "
-                f"max ulp {worst['max_ulp']:.0f}")
-    log(f"  {summary['steps']} steps in {summary['seconds']:.1f} s; run directory {summary['run_dir']}")
-    log(f"  checkpoint {summary['checkpoint']}")
-    log(f"  watch it: {summary['tensorboard']}")
 
 
 if __name__ == "__main__":

@@ -224,12 +224,17 @@ def validate_structure(path, state: dict) -> None:
             check.fail("cuda_rng", "a 1-d uint8 tensor", cuda_rng)
     tally = check.dict_of(state, "tally", "tally")
     expected = {item.name for item in fields(ParityTally)}
-    if set(tally) != expected:
+    required = {"checks", "bitwise_checks", "worst", "worst_weight_diff", "failed_checks"}  # the first checkpoints'
+    if not required <= set(tally) <= expected:
         check.fail("tally", f"the keys {sorted(expected)}", sorted(tally))
     for key in ("checks", "bitwise_checks", "failed_checks"):
         check.integer(tally[key], f"tally.{key}")
     if not isinstance(tally["worst"], dict):
         check.fail("tally.worst", "a dict", tally["worst"])
+    if "tensors" in tally:
+        check.integer(tally["tensors"], "tally.tensors")
+    if tally.get("first_failure") is not None and not isinstance(tally["first_failure"], dict):
+        check.fail("tally.first_failure", "a dict or None", tally["first_failure"])
     history = check.get(state, "history", "history")
     if not isinstance(history, list):
         check.fail("history", "a list of dicts", history)

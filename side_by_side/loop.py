@@ -14,6 +14,7 @@ import time
 import torch
 from torch import Tensor
 
+from side_by_side.gradient_flow import flow_scalars, snapshot
 from side_by_side.model_pair import DivergenceError
 from side_by_side.settings import TrainingError
 from side_by_side.tensorboard_writer import RunLogger
@@ -31,6 +32,12 @@ def train_step(run, index: Tensor, logger: RunLogger) -> tuple[float, float | No
         if parity_step and run.is_main and run.config.dropout == 0 and run.config.input_dropout == 0:
             single = single_process_gradients(run.engine, data.train_x[index], data.train_y[index])
         index = run.dp.shard(index)
+    flow_step = run.is_main and (run.global_step + 1) % run.settings.log_interval == 0
+    before = {}
+    if flow_step:  # the weights before the step, for the update's size (gradient flow)
+        before["manual"] = snapshot(run.engine.params)
+        if run.twin is not None:
+            before["autograd"] = snapshot(run.twin.engine_parameters())
     try:
         result = run.models.step(data.train_x[index], data.train_y[index], stop_requested=run.interrupt.requested)
     except DivergenceError as error:
@@ -50,11 +57,19 @@ def train_step(run, index: Tensor, logger: RunLogger) -> tuple[float, float | No
                         "parity_detail/dp_vs_single_process_max_rel": max(d["max_rel"] for d in distances.values())})
     if run.twin is not None and parity_step and run.is_main:  # rank 0 reports the parity of a data-parallel run
         rows, after = run.models.compare(result, run.policy)
-        bitwise = run.tally.add(rows, after)
+        bitwise = run.tally.add(rows, after, step=run.global_step)
         weights = {f"{row.name}{row.layer}": row.max_abs for row in after if row.name in ("W", "b")}
-        logger.parity(run.global_step, rows, weights, bitwise, weight_rows=after)
+        logger.parity(run.global_step, rows, weights, bitwise, weight_rows=after,
+                      checks_out_of_policy=run.tally.failed_checks, rtol=run.policy.rtol)
     if result.engine_record is not None:  # the fast path keeps no gradients to draw
         run.last_grads = result.engine_record.gradients()
+    if flow_step:
+        grads = run.last_grads if result.engine_record is not None else {}
+        logger.scalars("manual", run.global_step, flow_scalars(before["manual"], run.engine.params, grads))
+        if run.twin is not None:
+            twin_params = run.twin.engine_parameters()
+            logger.scalars("autograd", run.global_step, flow_scalars(
+                before["autograd"], twin_params, {name: tensor.grad for name, tensor in twin_params.items()}))
     run.last_lr = lr
     return result.engine_loss, result.twin_loss
 
@@ -121,6 +136,8 @@ def run_epochs(run, logger: RunLogger) -> dict:
                 run.save()
             if stop:
                 bar.close()
+                if run.is_main and not epoch_done:  # an epoch's end wrote the verdict already
+                    run.write_verdict(logger)
                 run.log(f"{stop} at step {run.global_step}; resume with --resume {run.last_checkpoint}")
                 return run.summary(stopped_early=run.epoch < settings.epochs)
     return run.summary(stopped_early=False)

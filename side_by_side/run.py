@@ -25,7 +25,7 @@ from side_by_side.loop import run_epochs, train_step
 from side_by_side.model_pair import ModelPair
 from side_by_side.process_group import DataParallel, SilentLogger
 from side_by_side.run_directory import RunLock
-from side_by_side.run_report import DRY_RUN_EVAL_IMAGES, end_of_epoch, summary
+from side_by_side.run_report import DRY_RUN_EVAL_IMAGES, end_of_epoch, summary, write_verdict
 from side_by_side.run_state import restore_run, run_state, save_run
 from side_by_side.settings import NothingToTrain, TrainingError, TrainSettings
 from side_by_side.signals import DeferredInterrupt, signals_held
@@ -130,6 +130,20 @@ class SideBySideRun:
     def summary(self, stopped_early: bool) -> dict:
         return summary(self, stopped_early)
 
+    def write_verdict(self, logger: RunLogger) -> None:
+        write_verdict(self, logger)
+
+
+def data_hparams(description: dict) -> dict:
+    """The HParams columns of the data and the process group, so two runs that differ only there (a --limit, another
+    dataset, standardisation, a validation split, two processes) get different rows. Every column has a value in
+    every row: a blank cell would read as "unknown", not as the default."""
+    group = description.get("data_parallel") or {}
+    return {"dataset": description.get("dataset"), "limit": description.get("limit") or "none",
+            "train_images": description.get("train_images"), "standardize": description.get("standardize"),
+            "val_size": description.get("val_size"), "world_size": group.get("world_size", 1),
+            "dp_mode": group.get("mode", "none")}
+
 
 def already_there(run: SideBySideRun, resume: Path) -> None:
     """--max-steps at or below the checkpoint's step, or every epoch of --epochs already done: stop before
@@ -193,7 +207,8 @@ def train(config: MLPConfig, settings: TrainSettings, data: DatasetSplits, run_d
             log(f"resumed from {resume}: epoch {run.epoch + 1}, step {run.global_step}")
         logger = GuardedLogger(run_dir, lambda: RunLogger(run_dir, purge_step=run.global_step + 1 if resume is not None
                                                           else None, twin=settings.twin,
-                                                          validation=data.val_x.shape[0] > 0))
+                                                          validation=data.val_x.shape[0] > 0,
+                                                          layers=len(config.sizes) - 1))
         try:
             if resume is None:
                 logger.config_text(description)
@@ -202,7 +217,7 @@ def train(config: MLPConfig, settings: TrainSettings, data: DatasetSplits, run_d
             except KeyboardInterrupt:  # a second Ctrl-C: the step in flight is dropped, the last checkpoint is kept
                 summary = last_checkpoint_summary(run, log)
             if not summary["stopped_early"]:
-                hparams = {**config.to_dict(), **settings.hparams()}
+                hparams = {**config.to_dict(), **settings.hparams(), **data_hparams(description)}
                 logger.hparams(hparams, {model: {"test_accuracy": values["test_accuracy"],
                                                  "test_loss": values["test_loss"]}
                                          for model, values in summary["final"].items()})

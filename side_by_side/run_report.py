@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 
 from side_by_side.evaluation import evaluate_engine, evaluate_twin
-from side_by_side.tensorboard_writer import RunLogger
+from side_by_side.parity_verdict import verdict_text
+from side_by_side.tensorboard_writer import RunLogger, tensorboard_command
 
 DRY_RUN_EVAL_IMAGES = 512
 
@@ -41,8 +42,9 @@ def end_of_epoch(run, logger: RunLogger, epoch_losses: dict[str, list[float]]) -
         twin_params = {name: tensor.detach() for name, tensor in run.twin.engine_parameters().items()}
         twin_grads = {name: tensor.grad for name, tensor in run.twin.engine_parameters().items()}
         logger.histograms("autograd", step, twin_params, twin_grads)
-    logger.flush()
     run.history.append(entry)
+    write_verdict(run, logger)
+    logger.flush()
     line = (f"epoch {run.epoch}/{run.settings.epochs}: train loss manual {entry['manual']['loss/train_epoch']:.4f}"
             f", test accuracy manual {100 * entry['manual']['accuracy/test']:.2f}%")
     if "autograd" in entry:
@@ -65,6 +67,22 @@ def refuse_non_finite(run, model: str, values: dict) -> None:
     raise TrainingError(f"the {model} model's " + ", ".join(f"{key} is {value}" for key, value in bad.items())
                         + f" at the end of epoch {run.epoch} (step {run.global_step}); the run stops. {kept}. "
                         + divergence_hint(run))
+
+
+def verdict(run) -> str | None:
+    """The parity verdict in words (None without a twin), with the last evaluation's accuracies."""
+    if run.twin is None:
+        return None
+    last = run.history[-1] if run.history else {}
+    accuracies = {model: last[model]["accuracy/test"] for model in ("manual", "autograd") if model in last}
+    where = f"epoch {run.epoch} of {run.settings.epochs}, step {run.global_step}"
+    return verdict_text(run.tally, run.policy, accuracies, where)
+
+
+def write_verdict(run, logger: RunLogger) -> None:
+    text = verdict(run)
+    if text is not None:
+        logger.verdict(run.global_step, text)
 
 
 def summary(run, stopped_early: bool) -> dict:
@@ -90,13 +108,17 @@ def summary(run, stopped_early: bool) -> dict:
         "final": final,
         "history": run.history,
         "parity": {
+            "verdict": verdict(run),
             "checks": run.tally.checks,
             "bitwise_equal_checks": run.tally.bitwise_checks,
             "checks_out_of_policy": run.tally.failed_checks,
             "worst_per_tensor": run.tally.worst,
             "worst_weight_max_abs_diff": run.tally.worst_weight_diff,
+            "worst_normwise": run.tally.worst_normwise,
+            "first_out_of_policy": run.tally.first_failure,
+            "policy": {"rtol": run.policy.rtol, "atol": run.policy.atol},
         },
-        "tensorboard": f"tensorboard --logdir {run.run_dir.parent}",
+        "tensorboard": tensorboard_command(run.run_dir.parent),
         "world_size": run.world_size(),
         **({"data_parallel": data_parallel_summary(run)} if run.dp is not None else {}),
     }
@@ -112,3 +134,36 @@ def data_parallel_summary(run) -> dict:
                 "the averaged gradient against the gradient of the whole global batch in one process, at each "
                 "parity check (max_ulp: float32 rounding of a differently grouped sum)") if no_dropout else
                 "not compared: with dropout each rank draws its own masks"}}
+
+
+def print_summary(summary: dict, log) -> None:
+    """The summary in the terminal, at the end of a run (train_mnist prints it; summary.json holds the same)."""
+    log("")
+    log("summary" + (f" (INTERRUPTED by {summary['interrupted']} after {summary['epochs_completed']} complete "
+                     f"epochs: not a final result; continue with --resume {summary['checkpoint']})"
+                     if summary["interrupted"] else ""))
+    for model, values in summary["final"].items():
+        log(f"  {model:9s} test accuracy {100 * values['test_accuracy']:.2f}%, test loss {values['test_loss']:.4f}")
+    parity = summary["parity"]
+    if parity.get("verdict"):
+        log(f"  verdict: {parity['verdict']}")
+    if parity["checks"]:
+        log(f"  parity: {parity['bitwise_equal_checks']}/{parity['checks']} checks bitwise equal (gradients and "
+            f"weights), {parity['checks_out_of_policy']} out of policy; largest weight difference "
+            f"{parity['worst_weight_max_abs_diff']:.3g}")
+        inexact = {key: worst for key, worst in parity["worst_per_tensor"].items() if worst["max_ulp"] > 0}
+        if not inexact:
+            log(f"  every one of the {len(parity['worst_per_tensor'])} compared tensors was bitwise equal "
+                "at every check")
+        for key, worst in inexact.items():
+            log(f"    worst {key:12s} max abs {worst['max_abs']:.3g}  max rel {worst['max_rel']:.3g}  "
+                f"max ulp {worst['max_ulp']:.0f}")
+    single = summary.get("data_parallel", {}).get("vs_single_process", {})
+    if single.get("checks"):
+        worst = {name: metrics["max_abs_in_eps_of_max"] for name, metrics in single["worst"].items()}
+        name = max(worst, key=worst.get)
+        log(f"  data-parallel vs one process on the global batch: {single['bitwise_checks']}/{single['checks']} "
+            f"checks bitwise equal; worst {name}: {worst[name]:.3g} eps of its largest entry")
+    log(f"  {summary['steps']} steps in {summary['seconds']:.1f} s; run directory {summary['run_dir']}")
+    log(f"  checkpoint {summary['checkpoint']}")
+    log(f"  watch it: {summary['tensorboard']}")

@@ -1,5 +1,4 @@
-"""What a run looks like in TensorBoard: its name, how often it logs, and the Custom Scalars page that shows \
-parity first.
+"""What a run looks like in TensorBoard: its name, how often it logs, and the Custom Scalars page (parity first).
 
 TensorBoard's first views (Time Series, Scalars) show one card per tag, sorted by name, and colour each run; when the
 engine and its autograd twin are bitwise equal their curves coincide and look like a single line. The Custom Scalars
@@ -21,9 +20,40 @@ from collections.abc import Mapping
 PARITY_WORST_ULP = "Parity/worst_ulp"
 PARITY_WORST_REL = "Parity/worst_rel_error"
 PARITY_BITWISE_FRACTION = "Parity/bitwise_equal_fraction"
-PARITY_SUMMARY_TAGS = (PARITY_WORST_ULP, PARITY_WORST_REL, PARITY_BITWISE_FRACTION)
+# The verdict: how many checks so far had a tensor outside the tolerance policy (0 for a good run, bitwise or not).
+PARITY_OUT_OF_POLICY = "Parity/checks_out_of_policy"
+# The normwise error of the worst tensor, max|manual - autograd| / max|autograd|, as log10: Custom Scalars has no log
+# axis to start with, and on a linear one 1e-7 and 1e-16 are both "0". A bitwise-equal check (error 0) is drawn at
+# BITWISE_LOG10, below any rounding error of float32 (about -7) or float64 (about -16).
+PARITY_NORMWISE_LOG10 = "Parity/normwise_error_log10"
+PARITY_SUMMARY_TAGS = (PARITY_WORST_ULP, PARITY_WORST_REL, PARITY_BITWISE_FRACTION, PARITY_OUT_OF_POLICY,
+                       PARITY_NORMWISE_LOG10)
+BITWISE_LOG10 = -20.0
 DETAIL_PREFIX = "parity_detail/"
+# Drawn with the summary, so lowercase (after the summary and the metrics in sorted lists): the policy's rtol as a
+# line on the normwise chart, and this check's fraction of tensors out of policy, which shares its chart with the
+# bitwise fraction so that chart's axis spans 0..1 (Custom Scalars scales each axis to its data; a flat 1 alone
+# would sit on a 0.2..1.8 axis).
+PARITY_TOLERANCE_LOG10 = DETAIL_PREFIX + "normwise_tolerance_log10"
+PARITY_OUT_OF_POLICY_FRACTION = DETAIL_PREFIX + "out_of_policy_fraction"
+PARITY_VERDICT = "Parity/verdict"  # the Text card
+PARITY_HEATMAP = "Parity/layer_by_tensor"  # the image, one per parity check
+DP_TAGS = (DETAIL_PREFIX + "dp_vs_single_process_eps_of_max", DETAIL_PREFIX + "dp_vs_single_process_max_rel")
 DIFFERENCE_PREFIX = "difference/"  # manual - autograd, per model scalar, in the parity writer
+
+
+def layer_detail_tag(layer, name: str) -> str:
+    """``parity_detail/layer3/dW``: the log10 normwise error of one tensor (layer "loss" and "lr" under
+    ``parity_detail/run/``); optimizer state rows such as ``exp_avg(W)`` become ``exp_avg_W``."""
+    clean = name.replace("(", "_").replace(")", "")
+    return f"{DETAIL_PREFIX}{'run' if layer in ('loss', 'lr') else f'layer{layer}'}/{clean}"
+
+
+def normwise_log10(value: float) -> float:
+    """log10 of a normwise error for the charts: BITWISE_LOG10 for 0, NaN stays NaN (the writer drops it)."""
+    if value != value:
+        return value
+    return math.log10(value) if value > 0 else BITWISE_LOG10
 
 TRAIN_TAGS = ("loss/train", "loss/train_epoch")
 EVALUATION_TAGS = ("loss/test", "accuracy/test")
@@ -80,11 +110,15 @@ def run_name(config: Mapping, settings: Mapping) -> str:
 
     ``config`` is ``MLPConfig.to_dict()``; ``settings`` holds ``batch_size`` and either ``lr``/``momentum`` or an
     ``optimizer`` (name or dict with ``name``, ``lr``, ``momentum``, ``weight_decay``), optionally ``schedule``
-    (name or dict), ``seed``. Example: ``relu_ce_mom0.9_lr0.05_b64_h256-128``.
+    (name or dict), ``seed``, and the data and process settings ``dataset`` (a prefix unless mnist), ``limit``
+    (``n8192``), ``standardize`` (``std-global``), ``val_size`` (``val5000``), ``world_size`` and ``dp_mode``
+    (``dp2-bucketed``). Example: ``relu_ce_mom0.9_lr0.05_b64_h256-128``.
     """
     activation = config.get("activation", "relu")
     loss = config.get("loss", "cross_entropy")
     parts = [_ACTIVATIONS.get(activation, activation), _LOSSES.get(loss, loss)]
+    if settings.get("dataset") not in (None, "mnist"):  # a Fashion-MNIST run must not pass for an MNIST one
+        parts.insert(0, str(settings["dataset"]))
     optimizer, lr = _optimizer_label(settings)
     parts.append(optimizer)
     if lr is not None:
@@ -127,6 +161,14 @@ def run_name(config: Mapping, settings: Mapping) -> str:
         parts.append({"float64": "f64"}.get(config["dtype"], str(config["dtype"])))
     if settings.get("seed"):
         parts.append(f"seed{settings['seed']}")
+    if settings.get("limit"):
+        parts.append(f"n{settings['limit']}")
+    if settings.get("standardize") not in (None, "none"):
+        parts.append(f"std-{settings['standardize']}")
+    if settings.get("val_size"):
+        parts.append(f"val{settings['val_size']}")
+    if (settings.get("world_size") or 1) > 1:
+        parts.append(f"dp{settings['world_size']}-{settings.get('dp_mode')}")
     if settings.get("twin") is False:
         parts.append("notwin")
     if settings.get("dry_run"):
@@ -140,31 +182,58 @@ def _multiline(*tags: str) -> list:
     return ["Multiline", [f"^{re.escape(tag)}$" for tag in tags]]
 
 
-def custom_scalars_layout(twin: bool = True, validation: bool = False) -> dict:
+def custom_scalars_layout(twin: bool = True, validation: bool = False, layers: int = 0,
+                          data_parallel: bool = False) -> dict:
     """The Custom Scalars page, for ``SummaryWriter.add_custom_scalars``: {category: {chart title: chart}}.
 
     A chart's regexes select tags; every selected run that has the tag draws a line, so each metric chart shows
-    ``<run>/manual`` and ``<run>/autograd`` together. With ``twin`` the page starts with the parity summary and each
-    metric chart is followed by its manual - autograd difference; ``validation`` adds the loss/val and
-    accuracy/val charts (only when the run holds out a validation split, so no chart stays empty).
+    ``<run>/manual`` and ``<run>/autograd`` together. With ``twin`` the page starts with the parity verdict (checks
+    out of policy, fractions, the normwise error against its tolerance), then the elementwise figures, then one
+    chart per layer in backprop order (``layers``: how many), and each metric sits in a category of its own with its
+    manual - autograd difference, so the pair stays side by side however many columns the page has. ``validation``
+    adds the loss/val and accuracy/val charts (only when the run holds out a validation split, so no chart stays
+    empty); ``data_parallel`` the distance of the averaged gradient to the single-process one.
     """
-    metrics = [*TRAIN_TAGS, "loss/test", *(("loss/val",) if validation else ())]
-    accuracies = ["accuracy/test", *(("accuracy/val",) if validation else ())]
+    metrics = [*TRAIN_TAGS, "loss/test", *(("loss/val",) if validation else ()),
+               "accuracy/test", *(("accuracy/val",) if validation else ())]
     layout = {}
     if twin:
-        layout["parity: the engine against autograd, every parity check (0 ulp and fraction 1 = bitwise equal)"] = {
+        layout["parity verdict: the engine against autograd at every parity check"] = {
+            "checks out of policy so far (0: every check within tolerance)": _multiline(PARITY_OUT_OF_POLICY),
+            "fraction of compared tensors bitwise equal (1) and out of policy (0), this check": _multiline(
+                PARITY_BITWISE_FRACTION, PARITY_OUT_OF_POLICY_FRACTION),
+            f"log10 normwise error max|manual - autograd| / max|autograd|, worst tensor, under the tolerance line "
+            f"log10(rtol); {BITWISE_LOG10:g} = bitwise equal": _multiline(PARITY_NORMWISE_LOG10,
+                                                                            PARITY_TOLERANCE_LOG10),
+        }
+        layout["parity entry by entry (large where entries are near 0, even within tolerance: not the verdict)"] = {
             "worst ulp distance over all compared tensors": _multiline(PARITY_WORST_ULP),
             "worst relative error over all compared tensors": _multiline(PARITY_WORST_REL),
-            "fraction of compared tensors bitwise equal": _multiline(PARITY_BITWISE_FRACTION),
         }
+        if layers:
+            charts = {f"layer {layer}: log10 normwise error per tensor ({BITWISE_LOG10:g} = bitwise equal)":
+                      ["Multiline", [f"^{re.escape(DETAIL_PREFIX)}layer{layer}/"]] for layer in range(layers, 0, -1)}
+            charts["loss and learning rate: log10 normwise error"] = ["Multiline", [f"^{re.escape(DETAIL_PREFIX)}run/"]]
+            layout["parity per layer, in backprop order (last layer first)"] = charts
+        if data_parallel:
+            layout["data-parallel: the averaged gradient against one process's gradient of the global batch"] = {
+                "worst max abs difference, in eps of the gradient's largest entry": _multiline(DP_TAGS[0]),
+                "worst relative error, entry by entry": _multiline(DP_TAGS[1]),
+            }
     together = ": manual and autograd (bitwise-equal curves draw as one line)" if twin else ""
-    for category, tags in (("loss", metrics), ("accuracy", accuracies)):
-        charts = {}
-        for tag in tags:
-            charts[tag] = _multiline(tag)
-            if twin:
-                charts[f"{tag}: manual - autograd (0 everywhere: the curves coincide)"] = _multiline(
-                    DIFFERENCE_PREFIX + tag)
-        layout[category + together] = charts
+    for tag in metrics:
+        charts = {tag + together: _multiline(tag)}
+        if twin:
+            charts[f"{tag}: manual - autograd (0 everywhere: the curves coincide)"] = _multiline(
+                DIFFERENCE_PREFIX + tag)
+        layout[tag] = charts
+    models = "both models, " if twin else ""
+    flow = r"^gradient_flow/layer\d+/"
+    layout["gradient flow: per layer, at the curve points"] = {
+        f"weight gradient norm |dW| ({models}one line per layer)": ["Multiline", [flow + "grad_norm$"]],
+        f"update norm |W_new - W| ({models}one line per layer)": ["Multiline", [flow + "update_norm$"]],
+        f"update / weight, |W_new - W| / |W_new| ({models}one line per layer)": [
+            "Multiline", [flow + "update_to_weight$"]],
+    }
     layout["learning rate"] = {"lr (both models, per logged step)": _multiline("lr")}
     return layout

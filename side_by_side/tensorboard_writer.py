@@ -9,11 +9,14 @@ parity summary first, then each metric with both models and their difference. Ta
     weights/W1, grads/dW1, ...                                      histograms, both model writers
     images/misclassified_test_digits                                both model writers, labels on each tile
     images/first_layer_weights                                      manual writer
-    Parity/worst_ulp, Parity/worst_rel_error,                       manual writer (the engine against its
-      Parity/bitwise_equal_fraction                                 reference), one point per parity check
-    config (text, once per run), the Custom Scalars layout          manual writer
+    Parity/worst_ulp, Parity/worst_rel_error,                       both model writers (the pair's parity, so
+      Parity/bitwise_equal_fraction, Parity/checks_out_of_policy,   each HParams row has it), one point per
+      Parity/normwise_error_log10                                   parity check
+    parity_detail/normwise_tolerance_log10,                         manual writer, one point per parity check
+      parity_detail/out_of_policy_fraction, Parity/layer_by_tensor (image)
+    Parity/verdict (text, every epoch and at a stop), config (text, once), the Custom Scalars layout: manual writer
     difference/loss/train, ... (manual - autograd)                  parity writer
-    parity_detail/grad_max_ulp/layer1_dW, .../grad_max_rel/...,     parity writer, one curve per tensor
+    parity_detail/layer3/dW, ..., parity_detail/run/loss            parity writer, log10 normwise error per tensor
       parity_detail/weights_max_abs_diff
     the HParams session (hparams incl. ``model``, status)           both model writers; its metrics are the
                                                                     last values of the writer's scalar series
@@ -23,6 +26,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -38,14 +43,24 @@ from torch.utils.tensorboard import SummaryWriter
 from torchvision.utils import make_grid
 
 from side_by_side.digit_tiles import labelled_digit_grid
+from side_by_side.parity_heatmap import parity_heatmap
 from side_by_side.tensorboard_layout import (
     DETAIL_PREFIX,
     DIFFERENCE_PREFIX,
+    DP_TAGS,
     PARITY_BITWISE_FRACTION,
+    PARITY_HEATMAP,
+    PARITY_NORMWISE_LOG10,
+    PARITY_OUT_OF_POLICY,
+    PARITY_OUT_OF_POLICY_FRACTION,
+    PARITY_TOLERANCE_LOG10,
+    PARITY_VERDICT,
     PARITY_WORST_REL,
     PARITY_WORST_ULP,
     VALIDATION_TAGS,
     custom_scalars_layout,
+    layer_detail_tag,
+    normwise_log10,
 )
 
 MODEL_WRITERS = ("manual", "autograd")
@@ -70,6 +85,21 @@ def new_run_dir(logdir: Path, name: str, now: datetime | None = None) -> Path:
     raise FileExistsError(f"--logdir {logdir}: could not find a free run directory name for {base}")
 
 
+def tensorboard_command(logdir: Path) -> str:
+    """The command that shows ``logdir``, pasteable as printed: the ``tensorboard`` beside this Python (the venv's,
+    which a shell without the venv activated does not find on its PATH), relative to the working directory when it
+    lies below it (``.venv/bin/tensorboard``); plain ``tensorboard`` when there is none beside it."""
+    beside = Path(sys.executable).parent / "tensorboard"
+    program = "tensorboard"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        program = str(beside)
+        try:
+            program = str(beside.relative_to(Path.cwd()))
+        except ValueError:
+            pass
+    return f"{program} --logdir {logdir}"
+
+
 def _worst(values) -> float:
     """The largest value, NaN if any is NaN (a non-finite comparison must not hide behind a finite one)."""
     values = list(values)
@@ -84,7 +114,7 @@ class RunLogger:
     validation split (its charts join the Custom Scalars page); None: found out from the first logged loss/val."""
 
     def __init__(self, run_dir: Path, purge_step: int | None = None, twin: bool = True,
-                 validation: bool | None = None):
+                 validation: bool | None = None, layers: int = 0):
         self.run_dir = Path(run_dir)
         self.twin = twin
         names = MODEL_WRITERS if twin else MODEL_WRITERS[:1]
@@ -93,12 +123,15 @@ class RunLogger:
         self.started = time.time()
         self._pending: dict[tuple[int, str], tuple[str, float]] = {}  # (step, tag) -> the first model's value
         self._validation = bool(validation)
+        self._layers = layers
+        self._data_parallel = False  # set when the data-parallel distance turns up
         self._write_layout()
 
     def _write_layout(self) -> None:
         """The Custom Scalars page, in the manual writer (the plugin merges the layouts of all runs; one per run
         directory is enough). Written again when validation curves turn up: the plugin reads the latest."""
-        self.writers["manual"].add_custom_scalars(custom_scalars_layout(twin=self.twin, validation=self._validation))
+        self.writers["manual"].add_custom_scalars(custom_scalars_layout(
+            twin=self.twin, validation=self._validation, layers=self._layers, data_parallel=self._data_parallel))
 
     # --- scalars ---------------------------------------------------------------------------------------------------
 
@@ -110,6 +143,9 @@ class RunLogger:
             return
         if not self._validation and any(tag in values for tag in VALIDATION_TAGS):
             self._validation = True
+            self._write_layout()
+        if not self._data_parallel and any(tag in values for tag in DP_TAGS):
+            self._data_parallel = True
             self._write_layout()
         for tag, value in values.items():
             if value is None or not math.isfinite(value):
@@ -129,25 +165,49 @@ class RunLogger:
         # not finite), so drop it instead of holding it for the whole run.
         self._pending = {key: held for key, held in self._pending.items() if key[0] >= step}
 
-    def parity(self, step: int, rows, weight_diffs: dict[str, float], bitwise: bool, weight_rows=None) -> None:
-        """One parity check: the summary over every compared tensor (``rows``: the step's loss, activations and
-        gradients; ``weight_rows``: the parameters after the update, when given) in the manual writer, and per
-        compared gradient its max relative error and max ulp, and the largest weight difference, as detail."""
+    def parity(self, step: int, rows, weight_diffs: dict[str, float], bitwise: bool, weight_rows=None,
+               checks_out_of_policy: int | None = None, rtol: float | None = None) -> None:
+        """One parity check over every compared tensor (``rows``: the step's loss, activations and gradients;
+        ``weight_rows``: the parameters, optimizer state and lr after the update, when given).
+
+        The summary goes to both model writers, so each model's HParams row carries it (identical lines draw as
+        one): the worst ulp distance and relative error, the fraction bitwise equal, the log10 normwise error of the
+        worst tensor and ``checks_out_of_policy`` (the run's count so far). The manual writer adds the tolerance line
+        log10(``rtol``), this check's fraction out of policy and the layer x tensor image; the parity writer one
+        log10 normwise curve per tensor and the largest weight difference."""
         if self.parity_writer is None:
             return
         compared = [*rows, *(weight_rows or ())]
-        summary = self.writers["manual"]
-        summary.add_scalar(PARITY_WORST_ULP, _worst(row.max_ulp for row in compared), step)
-        summary.add_scalar(PARITY_WORST_REL, _worst(row.max_rel for row in compared), step)
         fraction = sum(row.exact for row in compared) / len(compared) if compared else float(bitwise)
-        summary.add_scalar(PARITY_BITWISE_FRACTION, fraction, step)
-        for row in rows:
-            if row.name.startswith("d"):
-                key = f"layer{row.layer}_{row.name}"
-                self.parity_writer.add_scalar(f"{DETAIL_PREFIX}grad_max_rel/{key}", row.max_rel, step)
-                self.parity_writer.add_scalar(f"{DETAIL_PREFIX}grad_max_ulp/{key}", row.max_ulp, step)
+        summary = {PARITY_WORST_ULP: _worst(row.max_ulp for row in compared),
+                   PARITY_WORST_REL: _worst(row.max_rel for row in compared),
+                   PARITY_BITWISE_FRACTION: fraction,
+                   PARITY_NORMWISE_LOG10: normwise_log10(_worst(row.normwise for row in compared))}
+        if checks_out_of_policy is not None:
+            summary[PARITY_OUT_OF_POLICY] = checks_out_of_policy
+        for writer in self.writers.values():
+            for tag, value in summary.items():
+                writer.add_scalar(tag, value, step)
+        manual = self.writers["manual"]
+        if rtol is not None:
+            manual.add_scalar(PARITY_TOLERANCE_LOG10, math.log10(rtol), step)
+        if compared:
+            manual.add_scalar(PARITY_OUT_OF_POLICY_FRACTION,
+                              sum(not row.passed for row in compared) / len(compared), step)
+            manual.add_image(PARITY_HEATMAP, parity_heatmap(compared, step), step, dataformats="HWC")
+        for row in compared:
+            value = normwise_log10(row.normwise)
+            if math.isfinite(value):
+                self.parity_writer.add_scalar(layer_detail_tag(row.layer, row.name), value, step)
         self.parity_writer.add_scalar(f"{DETAIL_PREFIX}weights_max_abs_diff",
                                       _worst(weight_diffs.values()), step)
+
+    def verdict(self, step: int, text: str) -> None:
+        """The parity verdict in words (``parity_verdict.verdict_text``), a Text card in the manual writer; the
+        card renders Markdown, so its first word (PASS, FAIL) is set in bold to be read first."""
+        word, _, rest = text.partition(" ")
+        self.writers["manual"].add_text(PARITY_VERDICT, f"**{word}** {rest}" if word in ("PASS:", "PASS,", "FAIL:")
+                                        else text, step)
 
     # --- histograms and images ---------------------------------------------------------------------------------------
 

@@ -295,6 +295,9 @@ def test_a_wrong_input_gradient_is_found_at_the_tensor_it_produces_and_triaged_o
     x, y = _randn(16, 8, seed=5), torch.randint(0, 3, (16,), generator=torch.Generator().manual_seed(1))
     report = check_layers(layers, model, x, target=y, loss=_cross_entropy(), reference_loss=F.cross_entropy)
     assert report.first_divergence.name == "relu.d_out" and report.triage.verdict == "formula error"
+    # below it, each op is right on what it received: the error is inherited, not another formula error
+    below = {row.name: row.verdict for row in report.rows if not row.passed and row.name != "relu.d_out"}
+    assert below == {"fc1.d_out": "inherited", "fc1.dW": "inherited", "fc1.db": "inherited", "fc1.dx": "inherited"}
 
 
 def test_layers_and_reference_must_match_one_to_one():
@@ -438,3 +441,56 @@ def test_cli_refuses_cuda_without_a_gpu_and_an_output_over_its_input(tmp_path):
     result = run_check(copy, "--json", copy)
     assert result.returncode == 2 and "the file being checked" in result.stderr
     assert copy.read_text() == (REPO / "examples" / "template.py").read_text()
+
+
+def test_inputs_drawn_from_the_seed_are_not_the_upstream_gradient():
+    """The CLI seeds inputs() and the upstream gradient with one --seed; if both drew the same numbers, a mask
+    taken from the upstream gradient instead of x would pass (dy = x)."""
+    def forward(x):
+        return x.clamp(min=0), x
+
+    def backward(grad_output, x):
+        return {"x": grad_output * (grad_output > 0)}  # the mask of the wrong tensor
+
+    for seed in range(3):
+        x = torch.randn(8, 10, generator=torch.Generator().manual_seed(seed), dtype=torch.float64).float()
+        report = check_op(forward, backward, torch.relu, {"x": x}, seed=seed, name="relu")
+        assert report.triage.verdict == "formula error", seed
+
+
+def test_a_gradient_that_is_analytically_zero_is_not_judged_against_its_own_noise():
+    """Batch norm with an all-ones upstream: dx is zero up to cancellation; float64's normwise default is
+    measured against the check's scale, so the correct backward passes and a wrong one still fails."""
+    def forward(x, gamma, beta):
+        mean = x.mean(0)
+        xc = x - mean
+        var = (xc * xc).mean(0)
+        inv = 1 / torch.sqrt(var + 1e-5)
+        xhat = xc * inv
+        return gamma * xhat + beta, (xhat, inv, gamma)
+
+    def backward(d, cache, bug=False):
+        xhat, inv, gamma = cache
+        dxhat = d * gamma
+        dx = inv * (dxhat - dxhat.mean(0) - xhat * (dxhat * xhat).mean(0))
+        return {"x": dx * (1.5 if bug else 1), "gamma": (d * xhat).sum(0), "beta": d.sum(0)}
+
+    def reference(x, gamma, beta):
+        return F.batch_norm(x, None, None, gamma, beta, training=True, eps=1e-5)
+
+    inputs = {"x": _randn(32, 4, seed=1, dtype=torch.float64), "gamma": _randn(4, seed=2, dtype=torch.float64),
+              "beta": _randn(4, seed=3, dtype=torch.float64)}
+    ones = torch.ones(32, 4, dtype=torch.float64)
+    assert check_op(forward, backward, reference, inputs, grad_output=ones).passed
+    wrong = check_op(forward, lambda d, c: backward(d, c, bug=True), reference, inputs)
+    assert wrong.first_divergence.name == "op.dx" and wrong.triage.verdict == "formula error"
+
+
+def test_the_checker_benchmark_runs_small(capsys):
+    from experiments import benchmark_checker
+
+    assert benchmark_checker.main(["--elements", "1000", "--repeats", "1"]) == 0
+    assert "check_op on 1000 float32 elements" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as caught:
+        benchmark_checker.main(["--repeats", "0"])
+    assert caught.value.code == 2

@@ -213,11 +213,12 @@ def test_listing_names_every_lab(capsys):
     out = capsys.readouterr().out
     for name, lab in LABS.items():
         assert name in out and lab.description in out
+    assert runner.main(["list"]) == 0 and capsys.readouterr().out == out  # `labs list` is the same listing
 
 
 def test_runner_exit_codes(capsys, monkeypatch):
     assert runner.main(["one_layer_relu", "--no-tensorboard"]) == 0
-    assert "all course numbers reproduced" in capsys.readouterr().out
+    assert "one_layer_relu: PASS: all 9 course numbers reproduced" in capsys.readouterr().out
     assert runner.main(["no_such_lab"]) == 2
     assert "no lab named 'no_such_lab'" in capsys.readouterr().err
     assert runner.main(["one_layer_relu", "--bogus"]) == 2
@@ -259,3 +260,120 @@ def test_engine_side_of_every_lab_is_written_by_hand():
             if isinstance(function, ast.FunctionDef) and function.name.startswith("engine_"):
                 used = {node.attr for node in ast.walk(function) if isinstance(node, ast.Attribute)}
                 assert not used & forbidden, f"{name}.{function.name} uses {used & forbidden}"
+
+
+# --- every printed claim can fail ---------------------------------------------------------------------------------
+
+
+def lab_flags(name: str, idx_dir: Path) -> list[str]:
+    mnist = ["--dataset", "idx", "--data-dir", str(idx_dir)] if LABS[name].uses_mnist else []
+    return [name, "--fast", "--no-tensorboard", *mnist]
+
+
+def wrong(value):
+    """A value that no course number, twin or tolerance of the labs accepts in place of ``value``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(torch.float64) + 1e3 if value.numel() else torch.ones(1)
+    if isinstance(value, (int, float)):
+        return value + 1e3
+    if isinstance(value, (list, tuple)):
+        return [wrong(item) for item in value]
+    return f"not {value}"
+
+
+@pytest.mark.parametrize("name", list(LABS))
+def test_every_lab_exits_1_when_one_of_its_claims_is_false(name, idx_dir, monkeypatch, capsys):
+    """Flip one claim per lab: its first checked property made false (Report.claim), or, in a lab without one, the
+    engine's first compared value made wrong; the lab must then print FAIL and exit 1. And every comparison row of
+    the lab's table can fail: each one, given a wrong engine value, is no longer ok."""
+    assert runner.main(lab_flags(name, idx_dir)) == 0, capsys.readouterr().out
+    capsys.readouterr()
+    reports = []
+    original_init = common.Report.__init__
+
+    def remember(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        reports.append(self)
+
+    monkeypatch.setattr(common.Report, "__init__", remember)
+    has_claim = False
+
+    def first_claim_false(self, statement, holds):
+        nonlocal has_claim
+        flip = not any(row.claim is not None for row in self.rows)
+        has_claim = True
+        return original_claim(self, statement, (not holds) if flip else holds)
+
+    def first_check_wrong(self, quantity, course, engine, *args, **kwargs):
+        return original_check(self, quantity, course, wrong(engine) if not self.rows else engine, *args, **kwargs)
+
+    original_claim, original_check = common.Report.claim, common.Report.check
+    monkeypatch.setattr(common.Report, "claim", first_claim_false)
+    status = runner.main(lab_flags(name, idx_dir))
+    if not has_claim:  # no claim in this lab: make its first comparison wrong instead
+        assert status == 0
+        monkeypatch.setattr(common.Report, "claim", original_claim)
+        monkeypatch.setattr(common.Report, "check", first_check_wrong)
+        status = runner.main(lab_flags(name, idx_dir))
+    assert status == 1
+    out = capsys.readouterr().out
+    assert f"{name}: FAIL: " in out, out[-2000:]
+    for row in reports[0].rows:  # the comparisons; a claim's row is its computed truth value (flipped above)
+        if row.claim is None:
+            flipped = common.Row(row.quantity, row.course, wrong(row.engine), row.twin, row.tol, row.parity)
+            assert not flipped.ok, f"{name}: the row {row.quantity!r} cannot fail"
+
+
+def test_a_row_that_compares_nothing_is_refused_and_the_verdict_counts_what_was_compared():
+    report = common.Report("x", quiet=True)
+    with pytest.raises(ValueError, match="compares nothing"):
+        report.check("a number", None, 3.0)
+    report.check("bitwise", None, torch.tensor([1.0]), torch.tensor([1.0]))
+    report.claim("it holds", True)
+    assert report.verdict() == ("PASS: no course number to compare in this lab; the engine agrees with the twin in "
+                                "the 1 comparison; the 1 claim holds")
+    assert "all course numbers reproduced" not in report.table()
+    report.claim("it does not", False)
+    assert report.verdict().startswith("FAIL: ") and "1 of 2 claims do NOT hold" in report.verdict()
+
+
+# --- the course items added last: derivatives, the sigmoid nets, the linear collapse, the sign slip ---------------
+
+
+def test_derivatives_lab_limit_chain_and_bias_as_a_weight():
+    report = run("derivatives")
+    assert_all_ok(report)
+    table = rows(report)
+    assert table["y = x^2: f'(3) by the quotient at h = 1e-05"].engine == pytest.approx(6 + 1e-5, abs=1e-9)
+    assert table["scalar chain: dL/dw = dL/dy_hat * dy_hat/dz * dz/dw"].engine.item() == 5.0
+    dW_aug = report.values["dW_aug"]
+    assert torch.equal(dW_aug[:, :2], report.values["dW"])  # the bias column leaves dW as it was
+
+
+def test_sigmoid_nets_lab_fast_form_trains_the_twenty_line_net():
+    report = run("sigmoid_nets", "--fast")
+    assert_all_ok(report)
+    losses = report.values["losses"]
+    assert len(losses) == 200 and losses[-1] < 0.1 * losses[0]
+
+
+def test_linear_collapse_and_the_sign_slip():
+    report = run("linear_collapse")
+    assert_all_ok(report)
+    scores, single = report.values["outputs"]["identity"]
+    assert torch.allclose(scores, single, atol=1e-12)
+    mlp = run("mlp_5743")
+    assert_all_ok(mlp)
+    assert any(row.claim and "sign slip" in row.quantity for row in mlp.rows)
+
+
+def test_docs_table_has_every_lab_with_the_listings_run_time():
+    """docs/labs.md's table and `labs list` give the same run time for every lab (one number, measured once)."""
+    import re
+
+    text = (Path(__file__).resolve().parent.parent / "docs" / "labs.md").read_text()
+    rows_ = re.findall(r"^\| \d{3} \| .* \| `python -m experiments\.labs ([a-z_0-9]+)` \| .* \| ([^|]+) \|$", text,
+                       re.MULTILINE)
+    documented = {name: runtime.strip() for name, runtime in rows_}
+    assert set(documented) == set(LABS)
+    assert {name: LABS[name].runtime for name in LABS} == documented

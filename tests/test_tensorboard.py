@@ -37,7 +37,13 @@ from tensorboard.plugins.custom_scalar import metadata as custom_scalars_metadat
 from tensorboard.plugins.hparams import api_pb2 as hparams_api
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
-from side_by_side.tensorboard_layout import PARITY_SUMMARY_TAGS, custom_scalars_layout
+from side_by_side.tensorboard_layout import (
+    BITWISE_LOG10,
+    PARITY_OUT_OF_POLICY_FRACTION,
+    PARITY_SUMMARY_TAGS,
+    PARITY_TOLERANCE_LOG10,
+    custom_scalars_layout,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -124,6 +130,7 @@ class Run:
     run_dir: Path
     summary: dict
     acc: dict  # writer name -> EventAccumulator
+    stdout: str = ""  # what the (last) script printed
 
 
 # --- fixtures -----------------------------------------------------------------------------------------------------
@@ -144,7 +151,7 @@ def full_run(tmp_path_factory, data_dir) -> Run:
     summary = json.loads(summary_path.read_text())
     run_dir = Path(summary["run_dir"])
     assert run_dir == printed_run_dir(result)
-    return Run(logdir, run_dir, summary, {name: load(run_dir / name) for name in WRITERS})
+    return Run(logdir, run_dir, summary, {name: load(run_dir / name) for name in WRITERS}, result.stdout)
 
 
 @pytest.fixture(scope="module")
@@ -177,11 +184,12 @@ def test_one_run_directory_with_a_writer_per_model_and_one_for_parity(full_run):
     assert full_run.summary["steps"] == TOTAL_STEPS and full_run.summary["epochs_completed"] == EPOCHS
 
 
-def test_model_writers_have_the_same_model_tags_and_the_engine_has_the_parity_summary(full_run):
+def test_model_writers_have_the_same_model_tags_and_both_have_the_parity_summary(full_run):
+    """The parity summary is the pair's, so both models' writers (and HParams rows) carry it; the tolerance line and
+    the out-of-policy fraction, drawn once, are the manual writer's alone."""
     manual, autograd = (set(full_run.acc[model].Tags()["scalars"]) for model in MODELS)
-    assert manual == autograd | set(PARITY_SUMMARY_TAGS)
-    assert {"loss/train", "loss/test", "accuracy/test", "loss/train_epoch"} <= autograd
-    assert not autograd & set(PARITY_SUMMARY_TAGS)
+    assert manual == autograd | {PARITY_TOLERANCE_LOG10, PARITY_OUT_OF_POLICY_FRACTION}
+    assert {"loss/train", "loss/test", "accuracy/test", "loss/train_epoch", *PARITY_SUMMARY_TAGS} <= autograd
 
 
 def test_no_single_point_hparam_scalars(full_run):
@@ -206,6 +214,16 @@ def test_train_loss_is_logged_every_log_interval_steps(full_run):
         assert logged == list(range(LOG_INTERVAL, TOTAL_STEPS + 1, LOG_INTERVAL)), (model, logged)
         assert all(step % LOG_INTERVAL == 0 for step in logged)
         assert all(a < b for a, b in zip(logged, logged[1:]))
+
+
+def test_gradient_flow_per_layer_in_both_models_at_the_curve_points(full_run):
+    for model in MODELS:
+        acc = full_run.acc[model]
+        for layer in range(1, N_LAYERS + 1):
+            for name in ("grad_norm", "update_norm", "update_to_weight"):
+                tag = f"gradient_flow/layer{layer}/{name}"
+                assert steps(acc, tag) == list(range(LOG_INTERVAL, TOTAL_STEPS + 1, LOG_INTERVAL)), (model, tag)
+                assert all(value > 0 for _, value in series(acc, tag)), (model, tag)
 
 
 def test_evaluation_scalars_are_logged_once_per_epoch(full_run):
@@ -255,30 +273,35 @@ def test_epoch_scalars_agree_with_the_summary(full_run):
 
 def test_parity_summary_is_one_point_per_check_and_exact_on_cpu(full_run):
     manual = full_run.acc["manual"]
-    for tag in PARITY_SUMMARY_TAGS:
+    for tag in (*PARITY_SUMMARY_TAGS, PARITY_TOLERANCE_LOG10, PARITY_OUT_OF_POLICY_FRACTION):
         assert steps(manual, tag) == PARITY_CHECKED, tag
+    for model in MODELS:
+        assert series(full_run.acc[model], "Parity/worst_ulp") == series(manual, "Parity/worst_ulp"), model
     assert {value for _, value in series(manual, "Parity/worst_ulp")} == {0.0}
     assert {value for _, value in series(manual, "Parity/worst_rel_error")} == {0.0}
     assert {value for _, value in series(manual, "Parity/bitwise_equal_fraction")} == {1.0}
+    assert {value for _, value in series(manual, "Parity/checks_out_of_policy")} == {0.0}
+    assert {value for _, value in series(manual, PARITY_OUT_OF_POLICY_FRACTION)} == {0.0}
+    assert {value for _, value in series(manual, "Parity/normwise_error_log10")} == {BITWISE_LOG10}
+    assert {value for _, value in series(manual, PARITY_TOLERANCE_LOG10)} == {as_float32(math.log10(1e-4))}
     assert full_run.summary["parity"]["checks"] == len(PARITY_CHECKED)
     assert full_run.summary["parity"]["bitwise_equal_checks"] == len(PARITY_CHECKED)
 
 
-def test_per_tensor_parity_curves_are_under_the_detail_prefix(full_run):
+def test_per_tensor_parity_curves_are_per_layer_under_the_detail_prefix(full_run):
+    """One log10 normwise curve per compared tensor, grouped by layer: every value, gradient, weight and momentum
+    buffer of each layer, and the loss and learning rate; on the CPU all at the bitwise mark."""
     acc = full_run.acc["parity"]
     tags = {tag for tag in acc.Tags()["scalars"] if not tag.startswith("difference/")}
-    assert all(tag.startswith("parity_detail/") for tag in tags), sorted(tags)
-    rel = {tag.removeprefix("parity_detail/grad_max_rel/") for tag in tags if "/grad_max_rel/" in tag}
-    ulp = {tag.removeprefix("parity_detail/grad_max_ulp/") for tag in tags if "/grad_max_ulp/" in tag}
-    assert rel == ulp
-    expected = {f"layer{layer}_{name}" for layer in range(1, N_LAYERS + 1) for name in ("dW", "db", "dZ")}
-    assert expected <= rel, sorted(rel)
-    assert all(re.fullmatch(r"layer\d+_d\w+", key) for key in rel), sorted(rel)
-    assert tags == {*(f"parity_detail/grad_max_rel/{key}" for key in rel),
-                    *(f"parity_detail/grad_max_ulp/{key}" for key in ulp), "parity_detail/weights_max_abs_diff"}
+    names = ("Z", "A", "dZ", "dW", "db", "W", "b", "momentum_buffer_W", "momentum_buffer_b")
+    expected = {f"parity_detail/layer{layer}/{name}" for layer in range(1, N_LAYERS + 1) for name in names}
+    expected |= {f"parity_detail/layer{layer}/dA" for layer in range(1, N_LAYERS)}  # the last layer's goes to dZ
+    expected |= {"parity_detail/run/loss", "parity_detail/run/lr", "parity_detail/weights_max_abs_diff"}
+    assert tags == expected, sorted(tags ^ expected)
     for tag in tags:
         assert steps(acc, tag) == PARITY_CHECKED, tag
-        assert {value for _, value in series(acc, tag)} == {0.0}, tag
+        bitwise = 0.0 if tag.endswith("weights_max_abs_diff") else BITWISE_LOG10
+        assert {value for _, value in series(acc, tag)} == {bitwise}, tag
 
 
 def test_custom_scalars_layout_is_written_once_per_run_in_the_manual_writer(full_run):
@@ -287,7 +310,8 @@ def test_custom_scalars_layout_is_written_once_per_run_in_the_manual_writer(full
         assert (custom_scalars_metadata.CONFIG_SUMMARY_TAG in tensors) == (name == "manual"), name
     events = full_run.acc["manual"].Tensors(custom_scalars_metadata.CONFIG_SUMMARY_TAG)
     layout = layout_pb2.Layout.FromString(events[-1].tensor_proto.string_val[0])
-    expected = custom_scalars_layout(twin=True, validation=True)  # the run holds out a validation split
+    # the run holds out a validation split; its network has N_LAYERS layers
+    expected = custom_scalars_layout(twin=True, validation=True, layers=N_LAYERS)
     assert [category.title for category in layout.category] == list(expected)
     assert layout.category[0].title.startswith("parity")
     for category, (title, charts) in zip(layout.category, expected.items()):
@@ -383,6 +407,12 @@ def test_hparams_session_per_model_writer_with_a_model_column(full_run):
         assert start.hparams["epochs"].string_value == str(EPOCHS)
         assert start.hparams["activation"].string_value == "relu"
         assert start.hparams["sizes"].string_value == "-".join(map(str, (784, *HIDDEN, 10)))
+        # the data and the process group, so runs differing only there get different rows
+        assert {key: value.string_value for key, value in start.hparams.items()
+                if key in ("dataset", "limit", "standardize", "val_size", "train_images", "world_size",
+                           "dp_mode")} == {"dataset": "idx", "limit": "none", "standardize": "none",
+                                           "val_size": str(VAL_SIZE), "train_images": str(N_TRAIN - VAL_SIZE),
+                                           "world_size": "1", "dp_mode": "none"}
         end = hparams_metadata.parse_session_end_info_plugin_data(content[hparams_metadata.SESSION_END_INFO_TAG])
         assert end.status == hparams_api.STATUS_SUCCESS
 
@@ -429,9 +459,12 @@ class Server:
         self.opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback: never via a proxy
 
     def get(self, path: str, **params):
+        return json.loads(self.get_bytes(path, **params))
+
+    def get_bytes(self, path: str, **params) -> bytes:
         query = f"?{urllib.parse.urlencode(params)}" if params else ""
         with self.opener.open(self.url + path + query, timeout=30) as response:
-            return json.loads(response.read())
+            return response.read()
 
     def post(self, path: str, body: dict):
         request = urllib.request.Request(self.url + path, data=json.dumps(body).encode(), method="POST",
@@ -535,11 +568,11 @@ def test_tensorboard_server_serves_the_custom_scalars_page_with_parity_on_top(te
     run = full_run.run_dir.name
     layout = poll(server, process, deadline, lambda: server.get("/data/plugin/custom_scalars/layout"),
                   lambda answer: bool(answer.get("category")), "the custom scalars layout")
-    expected = custom_scalars_layout(twin=True, validation=True)
+    expected = custom_scalars_layout(twin=True, validation=True, layers=N_LAYERS)
     assert [category["title"] for category in layout["category"]] == list(expected)
     charts = {chart["title"]: chart["multiline"]["tag"] for category in layout["category"]
               for chart in category["chart"]}
-    assert list(charts)[:3] == list(next(iter(expected.values())))  # the parity charts come first
+    assert list(charts)[:3] == list(next(iter(expected.values())))  # the verdict charts come first
 
     def chart_series(title: str, run_name: str) -> dict:
         found = {}
@@ -550,18 +583,44 @@ def test_tensorboard_server_serves_the_custom_scalars_page_with_parity_on_top(te
                           for tag, events in answer["tag_to_events"].items()})
         return found
 
-    # The parity summary: one point per check, 0 ulp, 0 relative error, all tensors bitwise equal.
-    parity = {"worst ulp distance over all compared tensors": ("Parity/worst_ulp", 0.0),
-              "worst relative error over all compared tensors": ("Parity/worst_rel_error", 0.0),
-              "fraction of compared tensors bitwise equal": ("Parity/bitwise_equal_fraction", 1.0)}
-    for title, (tag, value) in parity.items():
+    # The parity summary: one point per check; no check out of policy, all tensors bitwise equal (and none out of
+    # policy: the two lines of the fraction chart, so its axis spans 0..1), the normwise error at the bitwise mark
+    # under the tolerance line, 0 ulp, 0 relative error. Both models draw the summary; the lines the chart adds
+    # (tolerance, out-of-policy fraction) come from the manual run only.
+    at_checks = lambda value: [(step, value) for step in PARITY_CHECKED]
+    parity = {"checks out of policy so far": {"Parity/checks_out_of_policy": at_checks(0.0)},
+              "fraction of compared tensors bitwise equal (1) and out of policy (0)": {
+                  "Parity/bitwise_equal_fraction": at_checks(1.0), PARITY_OUT_OF_POLICY_FRACTION: at_checks(0.0)},
+              "log10 normwise error": {"Parity/normwise_error_log10": at_checks(BITWISE_LOG10),
+                                       PARITY_TOLERANCE_LOG10: at_checks(as_float32(-4.0))},
+              "worst ulp distance over all compared tensors": {"Parity/worst_ulp": at_checks(0.0)},
+              "worst relative error over all compared tensors": {"Parity/worst_rel_error": at_checks(0.0)}}
+    for start, expected_series in parity.items():
+        title = next(title for title in charts if title.startswith(start))
         served = poll(server, process, deadline, lambda: chart_series(title, f"{run}/manual"),
-                      lambda answer: len(answer.get(tag, [])) >= len(PARITY_CHECKED), title)
-        assert served == {tag: [(step, value) for step in PARITY_CHECKED]}, title
-        assert chart_series(title, f"{run}/autograd") == {}, title
+                      lambda answer: all(len(answer.get(tag, [])) >= len(PARITY_CHECKED) for tag in expected_series),
+                      title)
+        assert served == expected_series, title
+        summary_only = {tag: values for tag, values in expected_series.items() if tag.startswith("Parity/")}
+        assert chart_series(title, f"{run}/autograd") == summary_only, title
+
+    # Gradient flow: one line per layer and model.
+    flow_title = next(title for title in charts if title.startswith("weight gradient norm"))
+    for model in MODELS:
+        served = chart_series(flow_title, f"{run}/{model}")
+        assert set(served) == {f"gradient_flow/layer{n}/grad_norm" for n in range(1, N_LAYERS + 1)}, model
+
+    # One chart per layer, the last layer first, each drawing that layer's tensors (from the parity writer).
+    layer_titles = [title for title in charts if title.startswith("layer ")]
+    assert [title.split(":")[0] for title in layer_titles] == [f"layer {n}" for n in range(N_LAYERS, 0, -1)]
+    served = chart_series(layer_titles[0], f"{run}/parity")
+    assert set(served) == {f"parity_detail/layer{N_LAYERS}/{name}" for name in
+                           ("Z", "A", "dZ", "dW", "db", "W", "b", "momentum_buffer_W", "momentum_buffer_b")}
+    assert all(values == at_checks(BITWISE_LOG10) for values in served.values())
 
     # A metric chart draws both models; the chart after it, their difference (from the parity writer).
-    served = {model: chart_series("loss/test", f"{run}/{model}") for model in MODELS}
+    loss_test = next(title for title in charts if title.startswith("loss/test: manual and autograd"))
+    served = {model: chart_series(loss_test, f"{run}/{model}") for model in MODELS}
     assert served["manual"] == served["autograd"] == {"loss/test": series(full_run.acc["manual"], "loss/test")}
     difference = chart_series(next(title for title in charts if title.startswith("loss/test: manual - autograd")),
                               f"{run}/parity")
@@ -585,10 +644,10 @@ def test_tensorboard_server_serves_hparams_with_a_model_column_and_parity_metric
         metrics = {metric["name"]["tag"]: metric["value"] for metric in group["metricValues"]}
         assert metrics["accuracy/test"] == as_float32(full_run.summary["final"][model]["test_accuracy"])
         assert metrics["loss/test"] == as_float32(full_run.summary["final"][model]["test_loss"])
-        if model == "manual":  # parity is the engine measured against its reference
-            assert (metrics["Parity/worst_ulp"], metrics["Parity/bitwise_equal_fraction"]) == (0.0, 1.0)
-        else:
-            assert not set(PARITY_SUMMARY_TAGS) & set(metrics)
+        # parity belongs to the pair: both rows carry it, no blank cells
+        assert (metrics["Parity/worst_ulp"], metrics["Parity/bitwise_equal_fraction"]) == (0.0, 1.0), model
+        assert (metrics["Parity/checks_out_of_policy"], metrics["Parity/normwise_error_log10"]) == \
+            (0.0, BITWISE_LOG10), model
         assert not [tag for tag in metrics if tag.startswith("hparam/")]
 
     experiment = server.post("/data/plugin/hparams/experiment", {"experimentName": ""})
@@ -596,8 +655,37 @@ def test_tensorboard_server_serves_hparams_with_a_model_column_and_parity_metric
     assert {"model", "activation", "loss", "lr", "batch_size", "epochs", "sizes"} <= columns
     metric_columns = [info["name"]["tag"] for info in experiment["metricInfos"]]
     assert {"accuracy/test", "loss/test", *PARITY_SUMMARY_TAGS} <= set(metric_columns)
-    # The table shows the first five metric columns by default: the parity summary is among them.
-    assert set(metric_columns[:5]) >= set(PARITY_SUMMARY_TAGS) | {"accuracy/test"}, metric_columns
+    # The table shows the first five metric columns by default: the parity summary (capitalised, so sorted first).
+    assert set(metric_columns[:5]) == set(PARITY_SUMMARY_TAGS), metric_columns
+
+
+def test_tensorboard_server_serves_the_verdict_text_and_the_layer_by_tensor_image(tensorboard_server, full_run):
+    """The Text tab's verdict card (at every epoch end, the last one matching summary.json) and the Images tab's
+    layer x tensor grid, one per parity check, as the browser fetches them."""
+    server, process, deadline = tensorboard_server
+    run = f"{full_run.run_dir.name}/manual"
+    texts = poll(server, process, deadline, lambda: server.get("/data/plugin/text/text", run=run,
+                                                               tag="Parity/verdict/text_summary"),
+                 lambda answer: len(answer) >= EPOCHS, "the verdict text")
+    assert [entry["step"] for entry in texts] == EPOCH_END_STEPS
+    last = texts[-1]["text"]
+    checks = len(PARITY_CHECKED)
+    assert f"<strong>PASS:</strong> {checks}/{checks} parity checks bitwise equal" in last, last  # bold, first
+    accuracy = 100 * full_run.summary["final"]["manual"]["test_accuracy"]
+    assert f"Test accuracy {accuracy:.2f} % for both models" in last, last
+    assert full_run.summary["parity"]["verdict"].startswith(f"PASS: {checks}/{checks} parity checks bitwise")
+    assert f"verdict: {full_run.summary['parity']['verdict']}" in full_run.stdout
+
+    images = poll(server, process, deadline, lambda: server.get("/data/plugin/images/images", run=run,
+                                                                tag="Parity/layer_by_tensor", sample=0),
+                  lambda answer: len(answer) >= 1, "the layer x tensor image")
+    assert images[-1]["step"] == PARITY_CHECKED[-1]
+    from PIL import Image
+
+    png = Image.open(io.BytesIO(server.get_bytes("/data/plugin/images/individualImage?" + images[-1]["query"])))
+    pixels = np.asarray(png.convert("RGB")).reshape(-1, 3)
+    assert not ((pixels[:, 0] > 200) & (pixels[:, 1] < 80) & (pixels[:, 2] < 80)).any()  # no red: none out of policy
+    assert not ((pixels[:, 2] > 200) & (pixels[:, 0] < 180)).any()  # no blue cell: every tensor bitwise equal
 
 
 # --- resume ---------------------------------------------------------------------------------------------------------

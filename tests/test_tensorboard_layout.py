@@ -17,7 +17,19 @@ from tensorboard.plugins.custom_scalar import metadata as custom_scalars_metadat
 from tensorboard.plugins.hparams import metadata as hparams_metadata
 
 from side_by_side.digit_tiles import labelled_digit_grid
-from side_by_side.tensorboard_layout import PARITY_SUMMARY_TAGS, auto_log_interval, custom_scalars_layout, run_name
+from side_by_side.tensorboard_layout import (
+    BITWISE_LOG10,
+    PARITY_BITWISE_FRACTION,
+    PARITY_NORMWISE_LOG10,
+    PARITY_OUT_OF_POLICY,
+    PARITY_OUT_OF_POLICY_FRACTION,
+    PARITY_TOLERANCE_LOG10,
+    auto_log_interval,
+    custom_scalars_layout,
+    layer_detail_tag,
+    normwise_log10,
+    run_name,
+)
 from side_by_side.tensorboard_writer import RunLogger
 
 SIZE_GUIDANCE = {ea.SCALARS: 0, ea.TENSORS: 0, ea.IMAGES: 0}
@@ -68,6 +80,20 @@ def test_run_name_of_the_default_run_starts_with_what_differs():
     assert run_name(DEFAULT_CONFIG, settings) == "relu_ce_mom0.9_lr0.05_b64_h256-128"
 
 
+def test_run_name_carries_the_data_and_process_settings_that_differ():
+    base = {"batch_size": 64, "lr": 0.05, "momentum": 0.9, "seed": 0, "twin": True, "dry_run": False}
+    defaults = {"dataset": "mnist", "limit": None, "standardize": "none", "val_size": 0, "world_size": 1,
+                "dp_mode": None}
+    assert run_name(DEFAULT_CONFIG, {**base, **defaults}) == "relu_ce_mom0.9_lr0.05_b64_h256-128"
+    changed = {"dataset": "fashion-mnist", "limit": 8192, "standardize": "global", "val_size": 5000,
+               "world_size": 2, "dp_mode": "bucketed"}
+    assert run_name(DEFAULT_CONFIG, {**base, **changed}) == \
+        "fashion-mnist_relu_ce_mom0.9_lr0.05_b64_h256-128_n8192_std-global_val5000_dp2-bucketed"
+    names = {key: run_name(DEFAULT_CONFIG, {**base, **defaults, key: value}) for key, value in changed.items()
+             if key != "dp_mode"}
+    assert len(set(names.values())) == len(names)  # each one flag apart from the default run gets its own name
+
+
 def test_run_name_with_an_optimizer_config_dict():
     optimizer = {"name": "adam", "lr": 0.001, "momentum": None, "weight_decay": 0.0, "betas": [0.9, 0.999]}
     settings = {"batch_size": 128, "optimizer": optimizer, "schedule": {"name": "constant"}, "seed": 0}
@@ -93,30 +119,60 @@ def test_run_name_shows_only_non_default_extras_and_stays_a_directory_name():
 
 # --- the Custom Scalars layout ----------------------------------------------------------------------------------------
 
-def test_layout_puts_parity_first_and_pairs_each_metric_with_its_difference():
-    layout = custom_scalars_layout(twin=True, validation=False)
+def test_layout_puts_the_verdict_first_and_pairs_each_metric_with_its_difference():
+    layout = custom_scalars_layout(twin=True, validation=False, layers=3)
     categories = list(layout)
-    assert categories[0].startswith("parity")
-    assert [regex for _, (kind, regexes) in layout[categories[0]].items() for regex in regexes] == \
-        [f"^{re.escape(tag)}$" for tag in PARITY_SUMMARY_TAGS]
-    loss = next(title for title in categories if title.startswith("loss"))
-    assert "one line" in loss  # says that coinciding curves draw as one line
-    charts = list(layout[loss].items())
-    assert [title for title, _ in charts[::2]] == ["loss/train", "loss/train_epoch", "loss/test"]
-    for (title, (kind, regexes)), (difference_title, (_, difference)) in zip(charts[::2], charts[1::2]):
+    assert categories[0].startswith("parity verdict")
+    first = [regex for _, (kind, regexes) in layout[categories[0]].items() for regex in regexes]
+    assert first == [f"^{re.escape(tag)}$" for tag in (PARITY_OUT_OF_POLICY, PARITY_BITWISE_FRACTION,
+                                                        PARITY_OUT_OF_POLICY_FRACTION, PARITY_NORMWISE_LOG10,
+                                                        PARITY_TOLERANCE_LOG10)]
+    assert categories[1].startswith("parity entry by entry") and "not the verdict" in categories[1]
+    # per layer, in backprop order: the last layer first, then the loss and learning rate
+    per_layer = layout[categories[2]]
+    assert [regexes for _, (_, regexes) in per_layer.items()] == [
+        ["^parity_detail/layer3/"], ["^parity_detail/layer2/"], ["^parity_detail/layer1/"], ["^parity_detail/run/"]]
+    # each metric in a category of its own, with its difference right after it: side by side at any width
+    assert categories[-2].startswith("gradient flow") and categories[-1] == "learning rate"
+    flow = layout[categories[-2]]
+    assert [regexes for _, (_, regexes) in flow.items()] == [
+        [rf"^gradient_flow/layer\d+/{name}$"] for name in ("grad_norm", "update_norm", "update_to_weight")]
+    metric_categories = categories[3:-2]
+    assert metric_categories == ["loss/train", "loss/train_epoch", "loss/test", "accuracy/test"]
+    for title in metric_categories:
+        (metric_title, (kind, regexes)), (difference_title, (_, difference)) = layout[title].items()
+        assert "one line" in metric_title  # says that coinciding curves draw as one line
         assert kind == "Multiline" and regexes == [f"^{re.escape(title)}$"]
         assert difference_title.startswith(f"{title}: manual - autograd")
         assert difference == [f"^{re.escape('difference/' + title)}$"]
     assert not any("val" in title for category in layout.values() for title in category)
-    assert any("loss/val" in title for title in custom_scalars_layout(twin=True, validation=True)[loss])
+    assert {"loss/val", "accuracy/val"} <= set(custom_scalars_layout(twin=True, validation=True))
+    assert not any("data-parallel" in title for title in layout)
+    assert any("data-parallel" in title for title in custom_scalars_layout(twin=True, data_parallel=True))
 
 
 def test_layout_regexes_select_exactly_their_tag():
-    for category in custom_scalars_layout(twin=True, validation=True).values():
+    for category in custom_scalars_layout(twin=True, validation=True, data_parallel=True).values():
         for _, regexes in category.values():
             for regex in regexes:
+                if "\\d" in regex:  # the gradient-flow charts: one line per layer
+                    assert re.match(regex, "gradient_flow/layer12/grad_norm" if "grad_norm" in regex else
+                                    "gradient_flow/layer3/update_norm" if "update_norm" in regex else
+                                    "gradient_flow/layer1/update_to_weight"), regex
+                    continue
                 tag = regex[1:-1].replace("\\", "")
                 assert re.match(regex, tag) and not re.match(regex, tag + "_epoch") and not re.match(regex, "x" + tag)
+
+
+def test_layer_detail_tags_match_their_layer_chart_only():
+    layout = custom_scalars_layout(twin=True, layers=12)
+    charts = next(charts for title, charts in layout.items() if title.startswith("parity per layer"))
+    for layer, name in ((1, "dW"), (12, "exp_avg(W)"), ("loss", "loss"), ("lr", "lr")):
+        tag = layer_detail_tag(layer, name)
+        assert "(" not in tag
+        matching = [title for title, (_, regexes) in charts.items() if any(re.match(regex, tag) for regex in regexes)]
+        assert len(matching) == 1, (tag, matching)
+    assert normwise_log10(0.0) == BITWISE_LOG10 and normwise_log10(1e-7) == pytest.approx(-7)
 
 
 def test_layout_without_the_twin_has_no_parity_or_difference_charts():
@@ -158,28 +214,41 @@ def test_labelled_digit_grid_refuses_bad_input():
 
 # --- RunLogger ----------------------------------------------------------------------------------------------------
 
-def row(layer, name, max_ulp=0.0, max_rel=0.0, exact=True):
+def row(layer, name, max_ulp=0.0, max_rel=0.0, exact=True, normwise=0.0, passed=True):
     return SimpleNamespace(layer=layer, name=name, max_abs=0.0, max_rel=max_rel, max_ulp=max_ulp, exact=exact,
-                           passed=True)
+                           passed=passed, normwise=normwise)
 
 
 def test_parity_summary_covers_gradients_and_weights(tmp_path):
     logger = RunLogger(tmp_path)
-    rows = [row("loss", "loss"), row(1, "Z"), row(1, "dW", max_ulp=2.0, max_rel=3e-7, exact=False), row(1, "db")]
-    weights = [row(1, "W"), row(1, "b", max_ulp=5.0, max_rel=1e-6, exact=False)]
-    logger.parity(1, rows, {"W1": 0.0, "b1": 1e-9}, False, weight_rows=weights)
+    rows = [row("loss", "loss"), row(1, "Z"), row(1, "dW", max_ulp=2.0, max_rel=3e-7, exact=False, normwise=1e-7),
+            row(1, "db")]
+    weights = [row(1, "W"), row(1, "b", max_ulp=5.0, max_rel=1e-6, exact=False, normwise=1e-8)]
+    logger.parity(1, rows, {"W1": 0.0, "b1": 1e-9}, False, weight_rows=weights, checks_out_of_policy=0, rtol=1e-4)
     logger.parity(2, rows[:1], {"W1": 0.0}, True)  # the old call, without weight rows
-    logger.parity(3, [row(1, "dW", max_ulp=math.nan, max_rel=math.nan, exact=False), row(1, "db", 9.0)], {}, False)
+    logger.parity(3, [row(1, "dW", max_ulp=math.nan, max_rel=math.nan, exact=False, normwise=math.nan,
+                          passed=False), row(1, "db", 9.0, exact=False, normwise=1e-3, passed=False)], {}, False,
+                  checks_out_of_policy=1, rtol=1e-4)
     logger.close()
     manual, parity = load(tmp_path / "manual"), load(tmp_path / "parity")
     assert series(manual, "Parity/worst_ulp")[:2] == [(1, 5.0), (2, 0.0)]
     assert series(manual, "Parity/worst_rel_error")[:2] == [(1, pytest.approx(1e-6)), (2, 0.0)]
-    assert series(manual, "Parity/bitwise_equal_fraction") == [(1, pytest.approx(4 / 6)), (2, 1.0), (3, 0.5)]
+    assert series(manual, "Parity/bitwise_equal_fraction") == [(1, pytest.approx(4 / 6)), (2, 1.0), (3, 0.0)]
     assert math.isnan(series(manual, "Parity/worst_ulp")[2][1])  # a NaN is not hidden by a finite 9
-    assert series(parity, "parity_detail/grad_max_ulp/layer1_dW")[:1] == [(1, 2.0)]
+    assert series(manual, "Parity/normwise_error_log10")[:2] == [(1, pytest.approx(-7)), (2, BITWISE_LOG10)]
+    assert math.isnan(series(manual, "Parity/normwise_error_log10")[2][1])
+    assert series(manual, "Parity/checks_out_of_policy") == [(1, 0.0), (3, 1.0)]  # step 2 gave no count
+    assert series(manual, PARITY_OUT_OF_POLICY_FRACTION) == [(1, 0.0), (2, 0.0), (3, 1.0)]
+    assert series(manual, PARITY_TOLERANCE_LOG10) == [(1, pytest.approx(-4)), (3, pytest.approx(-4))]
+    assert series(parity, "parity_detail/layer1/dW") == [(1, pytest.approx(-7))]  # NaN at step 3: no point
+    assert series(parity, "parity_detail/layer1/db") == [(1, BITWISE_LOG10), (3, pytest.approx(-3))]
     assert series(parity, "parity_detail/weights_max_abs_diff")[:2] == [(1, pytest.approx(1e-9)), (2, 0.0)]
     assert not [tag for tag in parity.Tags()["scalars"] if not tag.startswith("parity_detail/")]
-    assert set(load(tmp_path / "autograd").Tags()["scalars"]) == set()
+    autograd = load(tmp_path / "autograd")  # the pair's summary, for the twin's HParams row too
+    assert set(autograd.Tags()["scalars"]) == {"Parity/worst_ulp", "Parity/worst_rel_error",
+                                               "Parity/bitwise_equal_fraction", "Parity/normwise_error_log10",
+                                               "Parity/checks_out_of_policy"}
+    assert len(manual.Images("Parity/layer_by_tensor")) == 3
 
 
 def test_difference_curves_pair_the_two_models_in_either_order(tmp_path):
@@ -211,9 +280,9 @@ def test_layout_is_upgraded_when_validation_curves_appear(tmp_path):
     logger.close()
     written = load(tmp_path / "a" / "manual").Tensors(custom_scalars_metadata.CONFIG_SUMMARY_TAG)
     assert len(written) == 2  # the plugin reads the latest
-    charts = [[chart.title for category in layout_pb2.Layout.FromString(event.tensor_proto.string_val[0]).category
-               for chart in category.chart] for event in written]
-    assert "loss/val" not in charts[0] and "loss/val" in charts[1]
+    categories = [[category.title for category in
+                   layout_pb2.Layout.FromString(event.tensor_proto.string_val[0]).category] for event in written]
+    assert "loss/val" not in categories[0] and "loss/val" in categories[1]
     RunLogger(tmp_path / "b", twin=False, validation=True).close()
     assert not (tmp_path / "b" / "parity").exists()
     [only] = load(tmp_path / "b" / "manual").Tensors(custom_scalars_metadata.CONFIG_SUMMARY_TAG)
@@ -241,3 +310,15 @@ def test_hparams_sessions_have_a_model_column_and_typed_values(tmp_path):
                           "sizes": "784-10", "optimizer.name": "adam", "optimizer.betas": "0.9-0.999"}
         assert not [tag for tag in acc.Tags()["scalars"] if tag.startswith("hparam")]
         assert ("config/text_summary" in acc.Tags()["tensors"]) == (model == "manual")
+
+
+def test_layout_gains_the_data_parallel_category_when_its_distance_is_logged(tmp_path):
+    logger = RunLogger(tmp_path, layers=2)
+    logger.scalars("manual", 1, {"loss/train": 1.0})
+    logger.scalars("manual", 1, {"parity_detail/dp_vs_single_process_eps_of_max": 3.0,
+                                 "parity_detail/dp_vs_single_process_max_rel": 1e-6})
+    logger.close()
+    before, after = layout_of(tmp_path / "manual")
+    assert not any("data-parallel" in title for title in before)
+    assert any("data-parallel" in title for title in after)
+    assert "parity per layer, in backprop order (last layer first)" in after

@@ -50,6 +50,12 @@ def test_dry_run_smoke(fake_data, tmp_path):
     assert json.loads((run_dir / "summary.json").read_text()) == summary
     assert {"manual", "autograd", "parity", "checkpoint.pt"} <= {p.name for p in run_dir.iterdir()}
     assert "test accuracy" in result.stdout and "tensorboard --logdir" in result.stdout
+    # The hint runs as pasted: the tensorboard beside this Python (the venv's, not on PATH unless activated).
+    program = summary["tensorboard"].split(" --logdir ")[0]
+    beside = Path(sys.executable).parent / "tensorboard"
+    if beside.is_file():
+        assert (REPO / program).resolve() == beside.resolve(), program
+    assert f"  watch it: {summary['tensorboard']}" in result.stdout
 
 
 def test_both_models_learn_and_stay_bitwise_equal(fake_data, tmp_path):
@@ -233,3 +239,19 @@ def test_checkpoint_with_other_data_settings_is_refused(fake_data, tmp_path):
     assert result.returncode == 1
     assert "standardize: checkpoint has 'none', this run has 'global'" in result.stderr
     assert "train_size: checkpoint has 256, this run has 200" in result.stderr
+
+
+def test_summary_prints_the_verdict_and_the_data_parallel_distance():
+    from side_by_side.run_report import print_summary
+
+    summary = {"interrupted": None, "final": {"manual": {"test_accuracy": 0.5, "test_loss": 1.0}},
+               "parity": {"verdict": "PASS: 2/2 parity checks bitwise equal", "checks": 2, "bitwise_equal_checks": 2,
+                          "checks_out_of_policy": 0, "worst_weight_max_abs_diff": 0.0, "worst_per_tensor": {}},
+               "data_parallel": {"vs_single_process": {"checks": 2, "bitwise_checks": 0, "worst": {
+                   "W1": {"max_abs_in_eps_of_max": 3.0}, "W2": {"max_abs_in_eps_of_max": 7.5}}}},
+               "steps": 4, "seconds": 1.0, "run_dir": "r", "checkpoint": "c", "tensorboard": "tensorboard --logdir x"}
+    lines = []
+    print_summary(summary, lines.append)
+    assert "  verdict: PASS: 2/2 parity checks bitwise equal" in lines
+    assert ("  data-parallel vs one process on the global batch: 0/2 checks bitwise equal; worst W2: 7.5 eps of its "
+            "largest entry") in lines

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from manual_backprop.record import Record
-from torch_reference.tensor_metrics import measure, relative_error, ulp_distance  # noqa: F401 (re-exported)
+from torch_reference.tensor_metrics import measure, normwise_error, relative_error, ulp_distance  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,10 @@ class TensorComparison:
     max_ulp: float
     exact: bool
     passed: bool
+    # max |mine - ref| / max |ref|: the error measured against the tensor's largest entry. Entry by entry (max_rel,
+    # max_ulp) an entry that cancels to almost zero can be many ulps or a whole relative unit away after an honest
+    # rounding difference; normwise it is one rounding error of the tensor's scale.
+    normwise: float = 0.0
 
 
 def compare_tensors(layer, name: str, mine: Tensor, ref: Tensor, policy: TolerancePolicy) -> TensorComparison:
@@ -74,17 +78,18 @@ def compare_tensors(layer, name: str, mine: Tensor, ref: Tensor, policy: Toleran
     stats = measure(mine, ref)  # the one definition of bitwise, max abs, max rel and ulp (tensor_metrics.py)
     exact = stats.bitwise
     if mine.numel() == 0:
-        max_abs = max_rel = max_ulp = 0.0
+        max_abs = max_rel = max_ulp = normwise = 0.0
         within = True
     elif not stats.finite:  # a policy on values says nothing about NaN or Inf: the row fails, shown as NaN
-        max_abs = max_rel = max_ulp = math.nan
+        max_abs = max_rel = max_ulp = normwise = math.nan
         within = False
     else:
         max_abs, max_rel, max_ulp = stats.max_abs, stats.max_rel, stats.max_ulp
+        normwise = normwise_error(mine, ref, floor=torch.finfo(ref.dtype).tiny)
         within = bool(((mine - ref).abs() <= policy.atol + policy.rtol * ref.abs()).all())
     passed = within and (exact or not policy.require_exact)
     return TensorComparison(layer, name, list(mine.shape), str(mine.dtype).replace("torch.", ""),
-                            max_abs, max_rel, max_ulp, exact, passed)
+                            max_abs, max_rel, max_ulp, exact, passed, normwise)
 
 
 @dataclass

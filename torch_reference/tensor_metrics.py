@@ -57,13 +57,14 @@ def relative_error(mine: Tensor, ref: Tensor) -> Tensor:
     return (mine - ref).abs() / (mine.abs() + ref.abs()).clamp_min(floor)
 
 
-def normwise_error(mine: Tensor, ref: Tensor) -> float:
-    """max |mine - ref| / max |ref| (the infinity norms), computed in float64; 0 for two all-zero tensors and
-    inf when ref is all zeros and mine is not. Entries near zero cannot inflate it, unlike max_rel or max_ulp."""
+def normwise_error(mine: Tensor, ref: Tensor, floor: float = 0.0) -> float:
+    """max |mine - ref| / max(max |ref|, floor) (the infinity norms), computed in float64; 0 for two equal
+    tensors and inf when the denominator is 0 and mine differs. Entries near zero cannot inflate it, unlike
+    max_rel or max_ulp; ``floor`` keeps a tensor that is all near zero from being measured against itself."""
     if mine.numel() == 0:
         return 0.0
     difference = (mine.detach().double() - ref.detach().double()).abs().max().item()
-    scale = ref.detach().double().abs().max().item()
+    scale = max(ref.detach().double().abs().max().item(), floor)
     if difference == 0:
         return 0.0
     return difference / scale if scale > 0 else math.inf

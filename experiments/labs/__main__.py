@@ -1,6 +1,6 @@
 """Run the course's worked examples as labs.
 
-    python -m experiments.labs                 list the labs (name, lecture, description, rough run time)
+    python -m experiments.labs [list]          list the labs (name, lecture, description, measured run time)
     python -m experiments.labs NAME [flags]    run one lab (NAME --help lists its flags)
     python -m experiments.labs all --fast      run every lab in its fast form
 
@@ -67,7 +67,7 @@ def listing(labs) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     labs = all_labs()
-    if not argv or argv[0] in ("-l", "--list"):
+    if not argv or argv[0] in ("list", "-l", "--list"):
         print(listing(labs))
         return 0
     if argv[0] in ("-h", "--help"):
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     if name == "all":
         return run_all(labs, rest)
     if name not in labs:
-        print(f"lab: no lab named {name!r}; expected one of: all, {', '.join(labs)}", file=sys.stderr)
+        print(f"lab: no lab named {name!r}; expected list, all or one of: {', '.join(labs)}", file=sys.stderr)
         return 2
     lab = labs[name]
     try:

@@ -3,7 +3,9 @@
 Every lab module defines ``LAB = Lab(...)`` and a ``run(args, report)`` that fills a :class:`Report` with
 :class:`Row` checks. A row holds what the course states (or ``None`` where it states nothing), what the engine
 computed by hand and what the autograd twin computed; it passes when the engine (and the twin) lie within
-``tol`` of the course's number and the engine agrees with the twin within ``parity`` (0: bitwise).
+``tol`` of the course's number and the engine agrees with the twin within ``parity`` (0: bitwise). A statement a
+lab makes about its results ("the loss fell at every step", "eta 0.25 diverges") is a :meth:`Report.claim`: a row
+that passes only when the property holds. Every row can fail, and any failed row makes the lab exit 1.
 """
 
 from __future__ import annotations
@@ -20,12 +22,14 @@ from torch import Tensor
 
 # The order of `python -m experiments.labs`: by lecture, as the course tells them.
 LAB_MODULES = (
-    "l000_one_layer_relu", "l000_jacobian", "l000_two_layer_net", "l000_batch_formulas",
+    "l000_derivatives", "l000_one_layer_relu", "l000_jacobian", "l000_two_layer_net", "l000_batch_formulas",
     "l000_quadratic_regression", "l000_mnist_mse",
-    "l001_graph_examples", "l001_gate_patterns", "l001_activations", "l001_svm_l2", "l001_vectorised_norm",
+    "l001_graph_examples", "l001_gate_patterns", "l001_activations", "l001_sigmoid_nets", "l001_svm_l2",
+    "l001_vectorised_norm",
     "l002_gradient_descent", "l002_sigmoid_unit", "l002_mlp_5743", "l002_softmax_jacobian",
     "l003_tensors", "l003_loops_vs_vectorised", "l003_iris", "l003_sgd_minibatch",
-    "l004_softmax_classifier", "l004_parameter_count", "l004_batch_size", "l004_optimizers", "l004_memory_freeing",
+    "l004_softmax_classifier", "l004_linear_collapse", "l004_parameter_count", "l004_batch_size", "l004_optimizers",
+    "l004_memory_freeing",
 )
 DEFAULT_LOGDIR = Path("runs/labs")
 
@@ -103,6 +107,7 @@ class Row:
     twin: object = None
     tol: float = 0.0
     parity: float = 0.0
+    claim: bool | None = None  # a checked property (Report.claim): whether it holds; None for comparisons
 
     @property
     def course_error(self) -> float | None:
@@ -133,6 +138,8 @@ class Row:
 
     @property
     def ok(self) -> bool:
+        if self.claim is not None:
+            return self.claim
         return self.course_ok and self.parity_ok
 
 
@@ -151,9 +158,20 @@ class Report:
             print(text, flush=True)
 
     def check(self, quantity: str, course, engine, twin=None, tol: float = 0.0, parity: float = 0.0) -> Row:
+        if course is None and twin is None:
+            raise ValueError(f"{self.lab}: {quantity!r} compares nothing (no course number, no twin): a row that "
+                             f"cannot fail; state it with claim() instead")
         row = Row(quantity, course, engine, twin, tol, parity)
         self.rows.append(row)
         return row
+
+    def claim(self, statement: str, holds: bool) -> bool:
+        """A checked property of the results: printed as a row, ``holds`` is computed from the numbers the lab
+        printed (never a constant), and the lab exits 1 when it is False. Returns ``holds``."""
+        holds = bool(holds)
+        self.rows.append(Row(f"claim: {statement}", None, "holds" if holds else "does NOT hold", None,
+                             claim=holds))
+        return holds
 
     @property
     def course_reproduced(self) -> bool:
@@ -176,11 +194,41 @@ class Report:
         widths = [min(44, max(len(line[i]) for line in lines)) for i in range(len(header))]
         rendered = ["  ".join(cell[:44].ljust(width) for cell, width in zip(line, widths)).rstrip() for line in lines]
         rendered.insert(1, "-" * len(rendered[0]))
-        verdict = ("all course numbers reproduced" if self.course_reproduced
-                   else "a course number was NOT reproduced" if self.rows else "FAILED: nothing was checked")
-        if not all(row.parity_ok for row in self.rows):
-            verdict += "; the engine and the twin DISAGREE"
-        return "\n".join(rendered + [f"{self.lab}: {verdict}"])
+        return "\n".join(rendered + [f"{self.lab}: {self.verdict()}"])
+
+    def verdict(self) -> str:
+        """What the rows establish, counted: course numbers, engine-vs-twin comparisons, checked claims. A lab
+        that compares no course number says so instead of "all course numbers reproduced"."""
+        if not self.rows:
+            return "FAILED: nothing was checked"
+        course = [row for row in self.rows if row.course is not None]
+        twin = [row for row in self.rows if row.twin is not None]
+        claims = [row for row in self.rows if row.claim is not None]
+        parts = []
+        if course:
+            failed = sum(not row.course_ok for row in course)
+            parts.append(f"{failed} of {_count(len(course), 'course number')} NOT reproduced" if failed
+                         else f"{_all(len(course), 'course number')} reproduced")
+        else:
+            parts.append("no course number to compare in this lab")
+        if twin:
+            failed = sum(not row.parity_ok for row in twin)
+            parts.append(f"the engine and the twin DISAGREE in {failed} of {_count(len(twin), 'comparison')}" if failed
+                         else f"the engine agrees with the twin in {_all(len(twin), 'comparison')}")
+        if claims:
+            failed = sum(not row.claim for row in claims)
+            parts.append(f"{failed} of {_count(len(claims), 'claim')} do NOT hold" if failed
+                         else f"{_all(len(claims), 'claim')} hold" + ("s" if len(claims) == 1 else ""))
+        return ("PASS: " if self.passed else "FAIL: ") + "; ".join(parts)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _all(n: int, noun: str) -> str:
+    """'the 1 claim', 'all 3 claims'."""
+    return f"the 1 {noun}" if n == 1 else f"all {n} {noun}s"
 
 
 # --- TensorBoard ----------------------------------------------------------------------------------------------

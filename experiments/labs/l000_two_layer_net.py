@@ -82,7 +82,7 @@ def run(args, report) -> None:
     report.check("final loss below the first (1 = yes)", 1.0, float(engine_losses[-1] < engine_losses[0]),
                  float(twin_losses[-1] < twin_losses[0]))
     falling_after = [b < a for a, b in zip(engine_losses[2:], engine_losses[3:])]
-    report.check("loss fell at every step from step 3 on (1 = yes)", None, float(all(falling_after)))
+    report.claim("the loss fell at every step from step 3 on", all(falling_after))
     report.check("losses of the 20 steps", None, torch.tensor(engine_losses), torch.tensor(twin_losses), parity=1e-12)
     for name in params:
         report.check(f"{name} after 20 steps", None, params[name], twin_params[name].detach(), parity=1e-12)
@@ -90,5 +90,4 @@ def run(args, report) -> None:
 
 
 LAB = Lab("two_layer_net", "000",
-          "TwoLayerNet 2-3-3 on one sample, 20 steps at lr 0.1 with the course's seed-0 weights",
-          "1 s", run)
+          "TwoLayerNet 2-3-3 on one sample, 20 steps at lr 0.1 with the course's seed-0 weights", "6 s", run)

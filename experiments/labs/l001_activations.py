@@ -2,9 +2,11 @@
 sigmoid, tanh, ReLU, leaky ReLU max(0.1 z, z), maxout max(w1 z + b1, w2 z + b2) and ELU (alpha = 1).
 
 Engine: each activation's forward/backward pair from ``manual_backprop.activations`` with upstream gradient 1,
-so the backward returns f'(z); maxout (a max of two affine pieces, here of a scalar input) by hand: the
-derivative is the slope of the piece that wins. Twin: autograd of the same forward. float32 on a grid of 256
-points, where the engine's backward matches autograd bit for bit.
+so the backward returns f'(z); maxout (a max of two affine pieces, here of a scalar input) with the engine's own
+maxout pair (``manual_backprop.maxout``, the one training uses): the forward takes the larger piece, the
+backward routes the gradient to the winning piece, and the chain rule through that piece gives its slope. Twin:
+autograd of the same forward. float32 on a grid of 256 points, where the engine's backward matches autograd bit
+for bit.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import torch.nn.functional as F
 
 from experiments.labs.common import Lab, new_lab_run_dir, plot_curves, writer
 from manual_backprop.activations import get_activation
+from manual_backprop.maxout import maxout_backward, maxout_forward
 
 MAXOUT = ((1.0, 0.0), (-0.5, 0.5))  # (w1, b1), (w2, b2): the two affine pieces of the maxout unit
 TWIN_FORWARD = {"sigmoid": torch.sigmoid, "tanh": torch.tanh, "relu": torch.relu,
@@ -27,8 +30,10 @@ def engine_curves(z: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor
         a, cache = activation.forward_fn(z)
         curves[name] = (a, activation.backward_fn(torch.ones_like(z), cache))  # f'(z) = backward of da = 1
     (w1, b1), (w2, b2) = MAXOUT
-    first, second = w1 * z + b1, w2 * z + b2
-    curves["maxout"] = (torch.maximum(first, second), torch.where(first > second, w1, w2).to(z.dtype))
+    pieces = torch.stack([w1 * z + b1, w2 * z + b2], dim=1)  # (256, 2): one unit's two pieces per point
+    a, cache = maxout_forward(pieces, 2)                     # (256, 1): the larger piece
+    dpieces = maxout_backward(torch.ones_like(a), cache)     # (256, 2): 1 at the winning piece, 0 at the other
+    curves["maxout"] = (a.flatten(), dpieces[:, 0] * w1 + dpieces[:, 1] * w2)  # dpiece_p/dz = w_p
     return curves
 
 
@@ -62,4 +67,4 @@ def run(args, report) -> None:
 
 
 LAB = Lab("activations", "001", "sigmoid, tanh, ReLU, leaky ReLU 0.1, maxout, ELU and derivatives as images",
-          "2 s", run)
+          "< 1 s", run)

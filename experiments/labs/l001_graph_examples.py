@@ -100,4 +100,4 @@ def run(args, report) -> None:
 
 
 LAB = Lab("graph_examples", "001", "(x+y)z at (-2,5,-4) and the sigmoid neuron: every local and upstream gradient",
-          "1 s", run)
+          "< 1 s", run)

@@ -49,4 +49,4 @@ def run(args, report) -> None:
 
 
 LAB = Lab("vectorised_norm", "001", "||W x||^2: df/dq = 2q, df/dW = 2 q x^T, df/dx = 2 W^T q, engine vs autograd",
-          "1 s", run)
+          "< 1 s", run)

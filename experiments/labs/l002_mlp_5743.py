@@ -91,8 +91,15 @@ def run(args, report) -> None:
         # The course prints 4 decimals. The twin goes through softmax then log (the notebook's lines), the engine
         # through the Jacobian formula: float32 rounding differs, so engine vs twin is checked to 1e-6.
         report.check(name, COURSE.get(name), value, twin[name], tol=5e-5, parity=1e-6)
+    # The slide above the notebook's cell writes dL/dZ3 = -1/N (A3 - Y); the cell below it computes 1/N * (A3-Y) and
+    # prints the same tensor as Z3.grad. The minus sign is a slip: autograd's Z3.grad is +(A3 - Y)/N.
+    plus, minus = engine["(A3 - Y)/N"], -engine["(A3 - Y)/N"]
+    report.say("the slide's dL/dZ3 = -1/N (A3 - Y) has a sign slip: Z3.grad is +(A3 - Y)/N")
+    report.claim("the slide's sign slip: autograd's Z3.grad equals +(A3 - Y)/N, not -1/N (A3 - Y)",
+                 torch.allclose(twin["dL/dZ3"], plus, atol=1e-6)
+                 and not torch.allclose(twin["dL/dZ3"], minus, atol=1e-6))
     report.values.update(engine)
 
 
 LAB = Lab("mlp_5743", "002", "5-7-4-3 sigmoid/softmax net: A3, L = 1.1394, dL/dA3 = -Y/A3/N, dL/dZ3 = (A3-Y)/N",
-          "1 s", run)
+          "< 1 s", run)

@@ -83,4 +83,4 @@ def run(args, report) -> None:
 
 
 LAB = Lab("loops_vs_vectorised", "003", "per-sample loops vs the vectorised batch: equal gradients, measured speed-up",
-          "10 s", run, add_arguments)
+          "2 s", run, add_arguments)

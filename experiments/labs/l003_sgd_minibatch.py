@@ -48,4 +48,4 @@ def run(args, report) -> None:
 
 
 LAB = Lab("sgd_minibatch", "003", "SGD with 1 sample vs mini-batches of m, decaying eta_t, on iris",
-          "10 s", run, add_arguments)
+          "51 s", run, add_arguments)

@@ -49,9 +49,8 @@ def run(args, report) -> None:
         report.say(f"  peak memory of one step, {name:>9}: {peak / 1024:10,.0f} KiB")
     report.say(f"  fast / reference: {peaks['fast'] / peaks['reference']:.2f}, fast / autograd: "
                f"{peaks['fast'] / peaks['autograd']:.2f}")
-    for name in peaks:
-        report.check(f"peak KiB: {name}", None, round(peaks[name] / 1024))
-    report.check("fast path needs less than the reference (1 = yes)", None, float(peaks["fast"] < peaks["reference"]))
+    report.claim(f"the fast path's peak ({peaks['fast'] / 1024:,.0f} KiB) is below the reference engine's "
+                 f"({peaks['reference'] / 1024:,.0f} KiB)", peaks["fast"] < peaks["reference"])
 
     # Same arithmetic: a few more steps of each, then the weights side by side (the twin with foreach=False,
     # the per-tensor loop the engine's SGD reproduces).
@@ -72,4 +71,4 @@ def run(args, report) -> None:
 
 
 LAB = Lab("memory_freeing", "004", "backward that updates and frees each layer's gradient at once: peak memory",
-          "10 s", run, add_arguments)
+          "< 1 s", run, add_arguments)

@@ -56,7 +56,10 @@ class Outcome:
 class Contract:
     spec: str
 
-    def check(self, mine: Tensor, ref: Tensor, ref64: Tensor | None) -> Outcome:
+    def check(self, mine: Tensor, ref: Tensor, ref64: Tensor | None, scale: float = 0.0) -> Outcome:
+        """scale: the magnitude of the quantities the tensor is computed from (the largest reference tensor of
+        the check, the upstream gradient); a floor for the normwise measure, so a gradient that is analytically
+        zero (cancellation noise on both sides) is not judged relative to its own noise."""
         raise NotImplementedError
 
     def __str__(self) -> str:
@@ -69,6 +72,10 @@ def _same_non_finite(mine: Tensor, ref: Tensor) -> bool:
                 and torch.equal(torch.where(torch.isinf(ref), ref, 0), torch.where(torch.isinf(mine), mine, 0)))
 
 
+def _max_abs(x: Tensor) -> float:
+    return float(_finite_part(x).abs().max()) if x.numel() else 0.0
+
+
 def _finite_part(x: Tensor) -> Tensor:
     return torch.where(torch.isfinite(x), x, torch.zeros((), dtype=x.dtype, device=x.device))
 
@@ -77,7 +84,7 @@ def _finite_part(x: Tensor) -> Tensor:
 class Bitwise(Contract):
     spec: str = "bitwise"
 
-    def check(self, mine, ref, ref64):
+    def check(self, mine, ref, ref64, scale=0.0):
         from torch_reference.tensor_metrics import bits_equal
 
         differing = int((~bits_equal(mine, ref)).sum())
@@ -90,7 +97,7 @@ class Ulp(Contract):
     limit: float
     spec: str = ""
 
-    def check(self, mine, ref, ref64):
+    def check(self, mine, ref, ref64, scale=0.0):
         if not _same_non_finite(mine, ref):
             return Outcome(False, "NaN or Inf where the reference has none (or the reverse)")
         worst = float(ulp_distance(_finite_part(mine), _finite_part(ref)).max()) if mine.numel() else 0.0
@@ -103,7 +110,7 @@ class Tolerance(Contract):
     atol: float
     spec: str = ""
 
-    def check(self, mine, ref, ref64):
+    def check(self, mine, ref, ref64, scale=0.0):
         if not _same_non_finite(mine, ref):
             return Outcome(False, "NaN or Inf where the reference has none (or the reverse)")
         mine_f, ref_f = _finite_part(mine).double(), _finite_part(ref).double()
@@ -118,11 +125,13 @@ class Norm(Contract):
     limit: float
     spec: str = ""
 
-    def check(self, mine, ref, ref64):
+    def check(self, mine, ref, ref64, scale=0.0):
         if not _same_non_finite(mine, ref):
             return Outcome(False, "NaN or Inf where the reference has none (or the reverse)")
-        error = normwise_error(_finite_part(mine), _finite_part(ref))
-        return Outcome(error <= self.limit, f"normwise error {error:.2e}, allowed {self.limit:.0e}")
+        error = normwise_error(_finite_part(mine), _finite_part(ref), floor=scale)
+        return Outcome(error <= self.limit, f"normwise error {error:.2e}, allowed {self.limit:.0e}"
+                       + (" (relative to the check's scale, as this tensor is near zero)"
+                          if scale > _max_abs(ref) else ""))
 
 
 @dataclass(frozen=True)
@@ -130,7 +139,7 @@ class Noise(Contract):
     factor: float = NOISE_FACTOR
     spec: str = "noise"
 
-    def check(self, mine, ref, ref64):
+    def check(self, mine, ref, ref64, scale=0.0):
         if ref64 is None:
             raise ContractError("the noise contract needs the float64 reference; none was computed")
         if not _same_non_finite(mine, ref64.to(mine.dtype)):

@@ -12,6 +12,18 @@ BITWISE_SCOPE = ("bitwise results hold for this fingerprint only: another torch 
                  "capability, device, TF32/matmul setting or tensor shape may round differently")
 
 
+def cpu_name() -> str:
+    """The CPU's model name where the system says it (Linux: /proc/cpuinfo), else the architecture."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def fingerprint(device: torch.device | str = "cpu", dtype: torch.dtype | None = None) -> dict:
     device = torch.device(device)
     cuda = device.type == "cuda"
@@ -24,7 +36,8 @@ def fingerprint(device: torch.device | str = "cpu", dtype: torch.dtype | None = 
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device": str(device),
-        "device_name": (torch.cuda.get_device_name(device) if cuda else platform.processor() or platform.machine()),
+        "device_name": torch.cuda.get_device_name(device) if cuda else cpu_name(),
+        "machine": platform.machine(),
         "dtype": str(dtype).replace("torch.", "") if dtype is not None else None,
         "threads": torch.get_num_threads(),
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),

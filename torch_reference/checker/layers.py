@@ -32,7 +32,7 @@ from torch import Tensor, nn
 from torch_reference.checker.contracts import ContractBook
 from torch_reference.checker.errors import CheckError, call_user
 from torch_reference.checker.fingerprint import fingerprint
-from torch_reference.checker.op import cast, check_gradient_dict, differentiable, upstream_gradients
+from torch_reference.checker.op import cast, check_gradient_dict, check_scale, differentiable, upstream_gradients
 from torch_reference.checker.report import Report, Triage
 from torch_reference.checker.rows import compare_row, structural_row, triage_row
 
@@ -202,9 +202,12 @@ def check_layers(layers: Sequence[Layer], reference, x: Tensor, *, target=None, 
     ref64 = _reference_pass(ops, x, params_list, target, reference_loss, upstream.double(), torch.float64,
                             input_grad)
     rows, producers, tensors = [], {}, {}
+    scale = check_scale([*ref64["outputs"], ref64["loss"], *ref64["d_out"], ref64["dx"], upstream,
+                         *(grad for grads in ref64["param_grads"] for grad in grads.values())])
 
     def add(row_name, kind, mine, ref_value, ref64_value, producer):
-        rows.append(compare_row(row_name, kind, mine, ref_value, ref64_value, book.for_tensor(row_name, dtype)))
+        rows.append(compare_row(row_name, kind, mine, ref_value, ref64_value, book.for_tensor(row_name, dtype),
+                                scale=scale))
         producers[row_name], tensors[row_name] = producer, (mine, ref_value)
 
     for index, layer in enumerate(layers):
@@ -275,6 +278,19 @@ def _op_in_float64(op_index, context):
     return {"out": out64, **grads64}, {"out": out.detach(), "x": found[0], **dict(zip(params, found[1:]))}
 
 
+def _received_off(op_index, part, report, context) -> bool:
+    """Did the op that produced a row receive a value that had already left its contract: its input (the
+    layer below's output), or for its backward parts the upstream gradient it was given?"""
+    failed = {row.name for row in report.rows if not row.passed}
+    layers = context["layers"]
+    if op_index == "loss":
+        return f"{layers[-1].name}.out" in failed
+    inputs = [f"{layers[op_index - 1].name}.out"] if op_index > 0 else []
+    if part != "out":
+        inputs.append(f"{layers[op_index].name}.d_out")
+    return any(name in failed for name in inputs)
+
+
 def _triage(report, producers, tensors, context) -> None:
     cache = {}
     first = report.first_divergence
@@ -283,12 +299,20 @@ def _triage(report, producers, tensors, context) -> None:
             continue
         op_index, part = producers[row.name]
         if op_index not in cache:
-            cache[op_index] = _op_in_float64(op_index, context)
-        mine64, ref64 = cache[op_index]
+            mine64, ref64 = _op_in_float64(op_index, context)
+            received = [] if op_index == "loss" else [context["d_outs"][op_index]]
+            cache[op_index] = mine64, ref64, check_scale([*ref64.values(), *received])
+        mine64, ref64, scale = cache[op_index]
         mine, ref_value = tensors[row.name]
         others = {key: value for key, value in ref64.items() if key not in (part, "out")}
-        triage = triage_row(row, mine, ref_value, ref64[part], mine64.get(part), others if part != "out" else None)
+        triage = triage_row(row, mine, ref_value, ref64[part], mine64.get(part), others if part != "out" else None,
+                            mine64, scale)
         if row is first:
             report.triage = triage
+        elif row.verdict == "rounding" and _received_off(op_index, part, report, context):
+            # This op is right on what it received (its float64 re-run agrees), but what it received was already
+            # off: the difference is the first divergence's, carried down the graph.
+            row.verdict = "inherited"
+            row.detail = f"your op is right on its inputs; they carry the error of {first.label} ({row.detail})"
     if report.triage is None and first is not None:
         report.triage = Triage(first.label, first.verdict, f"{first.label}: {first.verdict}: {first.detail}")

@@ -64,8 +64,14 @@ def cast(value, dtype: torch.dtype):
     return value
 
 
+UPSTREAM_STREAM = 0x5DEECE66D  # the upstream gradient's draws: a stream of their own, see upstream_gradients
+
+
 def upstream_gradients(outputs: tuple[Tensor, ...], seed: int) -> tuple[Tensor, ...]:
-    generator = torch.Generator().manual_seed(seed)
+    """Standard normal upstream gradients (1 for a scalar output), from a generator seeded with ``seed`` offset
+    by UPSTREAM_STREAM: inputs drawn from the same ``seed`` (the CLI gives inputs() that seed) must not come out
+    equal to the upstream gradient, or dy = x would hide a mask or a sign taken from the wrong tensor."""
+    generator = torch.Generator().manual_seed((seed + UPSTREAM_STREAM) % 2**63)
     grads = []
     for output in outputs:
         if output.numel() == 1:
@@ -177,6 +183,7 @@ def check_op(forward: Callable, backward: Callable, reference: Callable, inputs:
     ref64_out, ref64_grads, _ = reference_pass(reference, inputs, tuple(g.double() for g in upstream),
                                                torch.float64, seed, constants=constants)
     my_out, my_grads = user_pass(forward, backward, inputs, upstream, dtype)
+    scale = check_scale([*ref64_out, *ref64_grads.values(), *upstream])
 
     rows, mine_of, ref_of, ref64_of = [], {}, {}, {}
     output_names = [f"{name}.out"] if len(ref_out) == 1 else [f"{name}.out[{i}]" for i in range(len(ref_out))]
@@ -185,7 +192,8 @@ def check_op(forward: Callable, backward: Callable, reference: Callable, inputs:
                                    f"{len(my_out)} output(s), the reference {len(ref_out)}"))
     else:
         for row_name, mine, ref, ref64 in zip(output_names, my_out, ref_out, ref64_out):
-            rows.append(compare_row(row_name, "forward", mine, ref, ref64, book.for_tensor(row_name, dtype)))
+            rows.append(compare_row(row_name, "forward", mine, ref, ref64, book.for_tensor(row_name, dtype),
+                                    scale=scale))
             mine_of[row_name], ref_of[row_name], ref64_of[row_name] = mine, ref, ref64
     for input_name, value in inputs.items():
         row_name = f"{name}.d{input_name}"
@@ -203,7 +211,7 @@ def check_op(forward: Callable, backward: Callable, reference: Callable, inputs:
             continue
         mine = my_grads[input_name]
         rows.append(compare_row(row_name, "gradient", mine, ref_grads[input_name], ref64_grads[input_name],
-                                book.for_tensor(row_name, dtype)))
+                                book.for_tensor(row_name, dtype), scale=scale))
         mine_of[row_name], ref_of[row_name], ref64_of[row_name] = mine, ref_grads[input_name], \
             ref64_grads[input_name]
     for extra in sorted(set(my_grads) - set(inputs)):
@@ -217,11 +225,21 @@ def check_op(forward: Callable, backward: Callable, reference: Callable, inputs:
         report.notes.append(f"contract pattern(s) {unused} matched no tensor (tensors: "
                             f"{', '.join(row.name for row in rows)})")
     if not report.passed:
-        triage_op(report, forward, backward, inputs, upstream, mine_of, ref_of, ref64_of, name)
+        triage_op(report, forward, backward, inputs, upstream, mine_of, ref_of, ref64_of, name, scale)
     return report
 
 
-def triage_op(report: Report, forward, backward, inputs, upstream, mine_of, ref_of, ref64_of, name) -> None:
+def check_scale(tensors) -> float:
+    """The largest magnitude among a check's float64 reference tensors and its upstream gradient: the floor of
+    the normwise measures (a gradient that is analytically zero is judged against the size of what it is made
+    of, not against its own cancellation noise)."""
+    finite = [float(t.detach().double().abs().nan_to_num(0, 0, 0).max()) for t in tensors
+              if isinstance(t, Tensor) and t.numel() and t.is_floating_point()]
+    return max(finite, default=0.0)
+
+
+def triage_op(report: Report, forward, backward, inputs, upstream, mine_of, ref_of, ref64_of, name,
+              scale: float = 0.0) -> None:
     """Re-run the user's op in float64 (once: it serves every failing row) and give each failing row its verdict;
     the first divergence gets the full explanation."""
     failing = [row for row in report.rows if not row.passed and row.name in ref64_of]
@@ -233,11 +251,13 @@ def triage_op(report: Report, forward, backward, inputs, upstream, mine_of, ref_
         mine64_of.update({f"{name}.d{key}": grad for key, grad in grads64.items()})
     gradient_refs64 = {row_name.split(".d", 1)[1]: tensor for row_name, tensor in ref64_of.items()
                        if row_name.startswith(f"{name}.d")}
+    gradient_mine64 = {row_name.split(".d", 1)[1]: tensor for row_name, tensor in mine64_of.items()
+                       if row_name.startswith(f"{name}.d")}
     first = report.first_divergence
     for row in failing:
         others = {key: tensor for key, tensor in gradient_refs64.items() if f"{name}.d{key}" != row.name}
         triage = triage_row(row, mine_of[row.name], ref_of[row.name], ref64_of[row.name], mine64_of.get(row.name),
-                            others if row.kind == "gradient" else None)
+                            others if row.kind == "gradient" else None, gradient_mine64, scale)
         if row is first:
             report.triage = triage
     if report.triage is None and first is not None:

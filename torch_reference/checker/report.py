@@ -6,6 +6,8 @@ Verdicts, per row:
     rounding          outside the contract, but the same op re-run in float64 on both sides agrees: the formula
                       is right and the float32 difference comes from the order of operations
     formula error     outside the contract, and the float64 re-run disagrees too: the math is wrong
+    inherited         (networks) outside the contract, but the op is right on the inputs it received: the
+                      difference comes from an earlier divergence carried down the graph
     shape mismatch, dtype mismatch, device mismatch, missing gradient, unexpected gradient, gradient for a
     non-differentiable input, wrong name, non-finite: the structure is wrong (the comparison cannot start)
 """
@@ -20,7 +22,7 @@ from torch_reference.checker.fingerprint import BITWISE_SCOPE, describe
 
 STRUCTURAL = ("shape mismatch", "dtype mismatch", "device mismatch", "missing gradient", "unexpected gradient",
               "gradient for a non-differentiable input", "wrong name", "non-finite", "wrong type", "unexpected state")
-FAILING = ("formula error", "rounding") + STRUCTURAL
+FAILING = ("formula error", "rounding", "inherited") + STRUCTURAL
 
 
 @dataclass

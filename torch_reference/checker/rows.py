@@ -22,7 +22,7 @@ def structural_row(name: str, kind: str, verdict: str, detail: str, tensor: Tens
 
 
 def compare_row(name: str, kind: str, mine, ref: Tensor, ref64: Tensor | None, contract: Contract,
-                step: int | None = None) -> Row:
+                step: int | None = None, scale: float = 0.0) -> Row:
     """One row: ``mine`` (the user's) against ``ref`` (autograd's at the same dtype); ``ref64`` is the float64
     reference (the noise contract needs it). Structural problems give a failing row with their own verdict."""
     if not isinstance(mine, Tensor):
@@ -51,7 +51,7 @@ def compare_row(name: str, kind: str, mine, ref: Tensor, ref64: Tensor | None, c
         row.detail = (f"{stats.nan_mine} NaN and {stats.inf_mine} Inf in yours where the reference is finite "
                       f"({int(mine_bad.sum())} such elements)")
         return row
-    outcome = contract.check(mine, ref, ref64)
+    outcome = contract.check(mine, ref, ref64, scale=scale)
     row.passed = outcome.passed
     row.detail = outcome.measured
     row.error_vs_float64, row.ref_error_vs_float64 = outcome.mine_error, outcome.ref_error
@@ -84,7 +84,8 @@ def rounding_cause(mine: Tensor, ref: Tensor) -> str:
 
 
 def triage_row(row: Row, mine: Tensor, ref: Tensor, ref64: Tensor, mine64: Tensor | None,
-               other_refs64: dict[str, Tensor] | None = None) -> Triage:
+               other_refs64: dict[str, Tensor] | None = None, other_mine64: dict[str, Tensor] | None = None,
+               scale: float = 0.0) -> Triage:
     """Decide why ``row`` left its contract: ``mine64`` is the user's op re-run in float64 from the float64
     copies of the inputs it received, ``ref64`` the reference's float64 result from the same inputs.
     Sets ``row.verdict`` and returns the explanation."""
@@ -94,7 +95,7 @@ def triage_row(row: Row, mine: Tensor, ref: Tensor, ref64: Tensor, mine64: Tenso
         row.verdict = "formula error"
         return Triage(row.label, "formula error", f"{row.label}: the float64 re-run of your op gives no tensor "
                       f"of the reference's shape, so the float32 difference cannot be rounding")
-    error64 = normwise_error(mine64, ref64)
+    error64 = normwise_error(mine64, ref64, floor=scale)
     mine_error = (mine.detach().double() - ref64.double()).abs()
     ref_error = (ref.detach().double() - ref64.double()).abs()
     if error64 <= FLOAT64_AGREEMENT and row.verdict != "non-finite":
@@ -119,7 +120,14 @@ def triage_row(row: Row, mine: Tensor, ref: Tensor, ref64: Tensor, mine64: Tenso
                       f"exceeds the {row.dtype} range (rescale it, e.g. subtract the max before exp)", error64)
     if other_refs64:
         for other, tensor in other_refs64.items():
-            if tensor.shape == mine64.shape and normwise_error(mine64, tensor) <= FLOAT64_AGREEMENT:
+            # A wrong name is a swap (what came back under the other name is this one's gradient) or a gradient
+            # filed under this name while the other is missing; a sign error that happens to equal another
+            # input's gradient (the two sides of a difference) is still a formula error.
+            theirs = (other_mine64 or {}).get(other)
+            swapped = theirs is None or (isinstance(theirs, Tensor) and theirs.shape == ref64.shape
+                                         and normwise_error(theirs, ref64, floor=scale) <= FLOAT64_AGREEMENT)
+            if swapped and tensor.shape == mine64.shape and normwise_error(mine64, tensor, floor=scale) \
+                    <= FLOAT64_AGREEMENT:
                 row.verdict = "wrong name"
                 return Triage(row.label, "wrong name", f"{row.label} holds the gradient of {other!r}: in float64 it "
                               f"equals the reference's {other} (returned under the wrong name)", error64)
