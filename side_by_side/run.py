@@ -146,17 +146,14 @@ def data_hparams(description: dict) -> dict:
 
 
 def already_there(run: SideBySideRun, resume: Path) -> None:
-    """--max-steps at or below the checkpoint's step, or every epoch of --epochs already done: stop before
-    training, with nothing changed (every rank of a data-parallel run restores the same step, so all stop here
-    together)."""
+    """--max-steps at or below the checkpoint's step: stop before training, with nothing changed (every rank of a
+    data-parallel run restores the same step, so all stop here together). A finished run resumed with the same
+    --epochs still writes its summary (and --json): that is how to get a finished run's summary again."""
     max_steps = run.settings.max_steps
     if max_steps is not None and run.global_step >= max_steps:
         raise NothingToTrain(f"the checkpoint {resume} is at step {run.global_step}, at or past --max-steps "
                              f"{max_steps}; nothing was changed (give a --max-steps above {run.global_step} to "
                              "train on)")
-    if run.epoch >= run.settings.epochs:
-        raise NothingToTrain(f"the checkpoint {resume} has completed all {run.settings.epochs} epochs of --epochs "
-                             f"{run.settings.epochs}; nothing was changed (give a larger --epochs to train on)")
 
 
 def last_checkpoint_summary(run: SideBySideRun, log: Callable[[str], None]) -> dict:

@@ -112,14 +112,6 @@ def test_max_steps_at_or_below_the_checkpoints_step_changes_nothing(fake_data, r
     assert {path: path.read_bytes() for path in run_copy.rglob("*") if path.is_file()} == files
 
 
-def test_resuming_a_finished_run_with_the_same_epochs_changes_nothing(fake_data, run_copy, capsys):
-    files = {path: path.read_bytes() for path in run_copy.rglob("*") if path.is_file()}
-    status, out, err = train(cli(fake_data, "--epochs", "2", "--resume", str(run_copy / "checkpoint.pt")), capsys)
-    assert status == 0, err
-    assert "has completed all 2 epochs of --epochs 2; nothing was changed" in out
-    assert {path: path.read_bytes() for path in run_copy.rglob("*") if path.is_file()} == files
-
-
 def test_fewer_epochs_than_the_checkpoint_completed_say_so(fake_data, run_copy, capsys):
     status, _, err = train(cli(fake_data, "--epochs", "1", "--resume", str(run_copy / "checkpoint.pt")), capsys)
     assert status == 1
