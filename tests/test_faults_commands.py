@@ -353,13 +353,22 @@ def test_benchmarks_refuse_bad_arguments_before_measuring(tmp_path, capsys, modu
     assert "done" not in err
 
 
-def test_a_benchmark_that_measured_nothing_exits_1(tmp_path, capsys):
+def test_a_benchmark_whose_epoch_data_is_unusable_exits_1_before_measuring(tmp_path, capsys):
     from experiments.benchmark import main
 
     status, _, err = call(main, ["--batch-sizes", "2", "--repeats", "1", "--min-seconds", "0.001", "--device", "cpu",
                                  "--variants", "reference", "--epoch-dataset", "idx", "--data-dir", str(tmp_path)],
                           capsys)
-    assert status == 1 and "error: the idx epoch could not be timed" in err, err
+    assert status == 1 and f"error: --epoch-dataset idx: data directory {tmp_path}: expected the IDX files" in err
+    assert "batch 2: done" not in err
+
+
+def test_a_benchmark_that_measured_nothing_exits_1(capsys):
+    from experiments.benchmark import main
+
+    status, _, err = call(main, ["--batch-sizes", "2", "--repeats", "1", "--min-seconds", "0.001", "--device", "cpu",
+                                 "--variants", "fast", "--optimizer", "adam", "--epoch-batch-size", "0"], capsys)
+    assert status == 1 and "error: no variant of fast could run at any batch size" in err, err
 
 
 @pytest.mark.parametrize("module", ["benchmark", "benchmark_dp", "labs"])
