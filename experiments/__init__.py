@@ -1,0 +1,24 @@
+"""The command lines (``python -m experiments.NAME``) and the course's labs.
+
+A Ctrl-C can come while a command is still importing torch (a few seconds), before its own handling of Ctrl-C
+is in place. When this package is imported to run one of its commands (``python -m``, where ``sys.argv[0]`` is
+"-m" while the module is being found), an uncaught KeyboardInterrupt is reported in one line instead of a
+traceback, with exit status 130 as every command's own Ctrl-C handling gives.
+"""
+
+import os
+import sys
+
+
+def _one_line_ctrl_c(kind, value, traceback):
+    if issubclass(kind, KeyboardInterrupt):
+        print("\ninterrupted (Ctrl-C); nothing was written", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(130)  # the interpreter is already unwinding: exit with the status a Ctrl-C gets everywhere else
+    _previous_hook(kind, value, traceback)
+
+
+_previous_hook = sys.excepthook
+if sys.argv[:1] == ["-m"]:
+    sys.excepthook = _one_line_ctrl_c

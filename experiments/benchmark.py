@@ -38,6 +38,7 @@ from experiments.benchmark_variants import (
     peak_step_bytes,
     sgd_momentum,
 )
+from experiments.optimizer_flags import flag_named_error
 from experiments.parity import parse_sizes, resolve_device
 from experiments.preflight import memory_fits
 from manual_backprop.config import MLPConfig
@@ -321,7 +322,16 @@ def main(argv=None) -> int:
         if args.json is not None:
             arguments.output_file(args.json, "--json")  # now, not after minutes of measuring
     except ValueError as error:
-        parser.error(str(error))
+        parser.error(flag_named_error(error))
+    if args.epoch_batch_size and args.epoch_dataset == "idx":  # the epoch's files, before minutes of measuring
+        from mnist_data import DatasetError, default_data_dir
+        from mnist_data.idx_format import user_idx_paths
+
+        try:
+            user_idx_paths(Path(args.data_dir) if args.data_dir else default_data_dir())
+        except DatasetError as error:
+            print(f"error: --epoch-dataset idx: {error} (--epoch-batch-size 0 skips the epoch)", file=sys.stderr)
+            return 1
     try:
         return measure_and_report(args, config, optimizer, batch_sizes, names)
     except KeyboardInterrupt:

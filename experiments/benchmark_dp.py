@@ -23,6 +23,7 @@ import gc
 import json
 import os
 import platform
+import signal
 import sys
 import time
 
@@ -132,12 +133,27 @@ def worker(rank: int, world_size: int, port: int, sizes: tuple, batch_sizes: lis
 
 def measure(sizes: tuple, batch_sizes: list, repeats: int, min_seconds: float, bucket_mb: float) -> dict:
     """{(batch_size, variant): seconds per step} for the 1- and 2-process variants."""
-    with mp.Manager() as manager:
-        results = manager.dict()
-        for world_size in (1, 2):
-            mp.spawn(worker, args=(world_size, free_port(), sizes, batch_sizes, repeats, min_seconds, bucket_mb,
-                                   results), nprocs=world_size, join=True)
-        return dict(results)
+    # The helper processes start with Ctrl-C ignored (they inherit it), so that a Ctrl-C reaches only this process,
+    # which stops them and exits 130; otherwise each would print its own KeyboardInterrupt traceback.
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with mp.Manager() as manager:
+            results = manager.dict()
+            for world_size in (1, 2):
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                context = mp.spawn(worker, args=(world_size, free_port(), sizes, batch_sizes, repeats, min_seconds,
+                                                 bucket_mb, results), nprocs=world_size, join=False)
+                signal.signal(signal.SIGINT, previous)
+                try:
+                    while not context.join():
+                        pass
+                except KeyboardInterrupt:
+                    for process in context.processes:
+                        process.terminate()
+                    raise
+            return dict(results)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def rows_from(times: dict, batch_sizes: list) -> list[dict]:

@@ -23,7 +23,7 @@ from experiments.optimizer_flags import (
     optimizer_config,
     schedule_config,
 )
-from experiments.preflight import memory_fits
+from experiments.preflight import flags_without_effect, memory_fits, schedule_past_the_run
 from manual_backprop.config import HIDDEN_ACTIVATIONS, INITS, LOSSES, MSE_CONVENTIONS, OUTPUT_ACTIVATIONS, MLPConfig
 from manual_backprop.optim_config import OptimizerConfig
 from side_by_side.training_parity import run_optimizer_parity
@@ -110,6 +110,8 @@ def main(argv=None) -> int:
                            mse_convention=args.mse_convention, l2=args.l2, maxout_pieces=args.maxout_pieces,
                            dropout=args.dropout, input_dropout=args.input_dropout, max_norm=args.max_norm,
                            init=args.init, dtype=args.dtype, device=resolve_device(args.device))
+        explicit = arguments.given_flags(build_parser(), argv)
+        flags_without_effect(args, explicit)
         optimizer = schedule = None
         if args.steps:
             if args.numeric or args.input_grad:
@@ -120,8 +122,9 @@ def main(argv=None) -> int:
                                  "placement, so --steps cannot compare this one; the engine's own tests cover it")
             schedule = schedule_config(args, total_steps=args.steps)
             schedule.check_against(optimizer.lr)
+            schedule_past_the_run(schedule, args.steps, optimizer.lr, explicit | {"lr_schedule"})
         else:
-            given = sorted(arguments.given_flags(build_parser(), argv) & set(TRAINING_FLAGS))
+            given = sorted(explicit & set(TRAINING_FLAGS))
             if given:
                 raise ValueError(f"{', '.join('--' + dest.replace('_', '-') for dest in given)}: the optimizer and "
                                  "schedule flags act only with --steps N (the one-batch check makes no update); "

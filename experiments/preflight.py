@@ -46,14 +46,18 @@ def resume_logdir(logdir: str, default: str, checkpoint: Path) -> None:
 def memory_fits(config: MLPConfig, optimizer: OptimizerConfig, batch_size: int, eval_images: int, twin: bool,
                 hidden_flag: str, batch_flag: str) -> None:
     """Refuse a run whose parameters or activations cannot be allocated, naming the flag that makes them large:
-    --maxout-pieces when the run would fit with the default 2 pieces, else the widths or the batch, whichever part
-    is larger."""
+    --maxout-pieces when the run would fit with the default 2 pieces, else the batch when it would fit with a batch
+    of 1, else the widths."""
     needed = estimate(config, optimizer, batch_size, eval_images, twin)
     free = available_bytes(config.torch_device)
     if free is None or needed.total <= free:
         return
     models = "both models" if twin else "the model"
-    flag = hidden_flag if needed.parameters >= needed.activations else batch_flag
+    # The flag to change is the one whose smaller value makes the run fit: the maxout pieces (back to the default
+    # 2), else the batch (down to 1), else the widths.
+    flag = hidden_flag
+    if estimate(config, optimizer, 1, eval_images, twin).total <= free:
+        flag = batch_flag
     if config.activation == "maxout" and config.maxout_pieces > 2:
         fewer = estimate(replace(config, maxout_pieces=2), optimizer, batch_size, eval_images, twin)
         if fewer.total <= free:
@@ -71,9 +75,11 @@ def flags_without_effect(args, explicit: set[str]) -> None:
     if "mse_convention" in explicit and args.loss != "mse":
         raise ValueError(f"--mse-convention: only the mse loss has one; this run's loss is {args.loss} (leave it out "
                          "or give --loss mse)")
-    if "maxout_pieces" in explicit and args.activation != "maxout":
-        raise ValueError(f"--maxout-pieces: only --activation maxout has pieces; this run's is {args.activation}")
-    if "parity_every" in explicit and args.no_twin:
+    for dest, activation in (("maxout_pieces", "maxout"), ("leaky_slope", "leaky_relu"), ("elu_alpha", "elu")):
+        if dest in explicit and args.activation != activation:
+            raise ValueError(f"--{dest.replace('_', '-')}: only --activation {activation} uses it; this run's "
+                             f"activation is {args.activation}")
+    if "parity_every" in explicit and getattr(args, "no_twin", False):
         raise ValueError("--parity-every: --no-twin trains the engine alone, so there is no parity to check; leave "
                          "one of them out")
 

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Callable
 
@@ -146,7 +147,8 @@ def data_hparams(description: dict) -> dict:
 
 def already_there(run: SideBySideRun, resume: Path) -> None:
     """--max-steps at or below the checkpoint's step: stop before training, with nothing changed (every rank of a
-    data-parallel run restores the same step, so all stop here together)."""
+    data-parallel run restores the same step, so all stop here together). A finished run resumed with the same
+    --epochs still writes its summary (and --json): that is how to get a finished run's summary again."""
     max_steps = run.settings.max_steps
     if max_steps is not None and run.global_step >= max_steps:
         raise NothingToTrain(f"the checkpoint {resume} is at step {run.global_step}, at or past --max-steps "
@@ -160,6 +162,8 @@ def last_checkpoint_summary(run: SideBySideRun, log: Callable[[str], None]) -> d
     (or data-parallel, where the other ranks are mid-step) the interrupt goes on up."""
     if run.last_checkpoint is None or run.dp is not None:
         raise KeyboardInterrupt
+    if run.interrupt.signal_number is None:  # a KeyboardInterrupt with no signal noted first: Ctrl-C all the same
+        run.interrupt.signal_number = signal.SIGINT
     with signals_held():
         restore_run(run, run.last_checkpoint)
         log(f"stopped at once by a second signal; the run is as its last checkpoint {run.last_checkpoint} holds it "

@@ -145,8 +145,17 @@ def checked_checkpoint(run, path: Path) -> dict:
             f"{saved_schedule['t_max']} (the rate then rises again after step {saved_schedule['t_max']}); for a longer "
             "cosine, start a new run")
     if saved_schedule is not None:  # fields a schedule never reads must not stop a resume (older checkpoints)
+        if saved_schedule["name"] != current_schedule["name"]:  # then only the names (and warm-ups) are compared
+            saved_schedule = {key: value for key, value in saved_schedule.items() if key in current_schedule}
+            current_schedule = {key: value for key, value in current_schedule.items() if key in saved_schedule}
         saved_settings["schedule"], current_settings["schedule"] = saved_schedule, current_schedule
     check_compatible(path, {**state["config"], **saved_settings, **state["data"]},
                      {**run.config.to_dict(), **current_settings, **run.data_identity()})
+    completed = state.get("epoch")
+    step = state.get("global_step")
+    if (isinstance(completed, int) and not isinstance(completed, bool) and completed > run.settings.epochs
+            and isinstance(step, int) and step >= completed * run.batches_per_epoch):  # (else: a damaged file)
+        raise CheckpointError(f"--resume {path}: the checkpoint has completed {completed} epochs, more than this "
+                              f"run's --epochs {run.settings.epochs}; give --epochs {completed} or more")
     validate_for_run(path, state, run_state(run), run.order.n_train, run.batches_per_epoch, run.settings.epochs)
     return state

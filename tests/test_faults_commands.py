@@ -112,6 +112,19 @@ def test_max_steps_at_or_below_the_checkpoints_step_changes_nothing(fake_data, r
     assert {path: path.read_bytes() for path in run_copy.rglob("*") if path.is_file()} == files
 
 
+def test_fewer_epochs_than_the_checkpoint_completed_say_so(fake_data, run_copy, capsys):
+    status, _, err = train(cli(fake_data, "--epochs", "1", "--resume", str(run_copy / "checkpoint.pt")), capsys)
+    assert status == 1
+    assert "the checkpoint has completed 2 epochs, more than this run's --epochs 1; give --epochs 2 or more" in err
+
+
+def test_another_schedule_on_resume_names_the_schedules_only(fake_data, run_copy, capsys):
+    status, _, err = train(cli(fake_data, "--epochs", "3", "--lr-schedule", "cosine", "--resume",
+                               str(run_copy / "checkpoint.pt")), capsys)
+    assert status == 1
+    assert "schedule.name: checkpoint has 'constant', this run has 'cosine'" in err and "None" not in err, err
+
+
 # --- train_mnist: every flag acts or is refused -------------------------------------------------------------------
 
 @pytest.mark.parametrize("args, message", [
@@ -125,6 +138,12 @@ def test_max_steps_at_or_below_the_checkpoints_step_changes_nothing(fake_data, r
     (["--epochs", "-3"], "--epochs: expected an integer >= 1; got -3"),
     (["--max-steps=-5"], "--max-steps: expected an integer >= 1; got -5"),
     (["--seed", str(2 ** 64)], "--seed: expected 0 <= seed < 2**64"),
+    (["--mse-convention", "mean"], "--mse-convention: only the mse loss has one"),
+    (["--no-twin", "--parity-every", "3"], "--parity-every: --no-twin trains the engine alone"),
+    (["--maxout-pieces", "2"], "--maxout-pieces: only --activation maxout uses it"),
+    (["--lr-schedule", "step"], "--lr-step-size 1000: the run has 24 steps after its warm-up, so the step schedule "
+                                "never decays"),
+    (["--lr-schedule", "multistep", "--lr-milestones", "5,30"], "--lr-milestones: 30 lie past the run's 24 steps"),
 ])
 def test_flags_that_would_change_nothing_or_cannot_work_are_refused(fake_data, tmp_path, capsys, args, message):
     status, out, err = train(cli(fake_data, "--logdir", str(tmp_path / "runs"), "--epochs", "3", *args), capsys)
@@ -147,6 +166,32 @@ def test_a_users_momentum_for_adam_is_still_refused(fake_data, tmp_path, capsys)
     status, _, err = train(cli(fake_data, "--logdir", str(tmp_path / "runs"), "--optimizer", "adam",
                                "--momentum", "0.9"), capsys)
     assert status == 2 and "--momentum: adam has no momentum hyperparameter" in err
+
+
+def test_a_second_ctrl_c_leaves_a_summary_that_describes_the_last_checkpoint(fake_data, tmp_path, capsys,
+                                                                            monkeypatch):
+    """A second Ctrl-C raises KeyboardInterrupt mid-step: the step in flight is dropped and summary.json describes
+    the last checkpoint (step 4 here), not a step the checkpoint does not hold."""
+    import torch
+
+    from side_by_side.run import SideBySideRun
+
+    real_step = SideBySideRun.step
+
+    def step(run, index, logger):
+        if run.global_step == 5:
+            raise KeyboardInterrupt
+        return real_step(run, index, logger)
+
+    monkeypatch.setattr(SideBySideRun, "step", step)
+    status, out, err = train(cli(fake_data, "--logdir", str(tmp_path / "runs"), "--epochs", "2",
+                                 "--checkpoint-every", "2"), capsys)
+    assert status == 130, err
+    (run_dir,) = list((tmp_path / "runs").iterdir())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert summary["steps"] == checkpoint["global_step"] == 4 and summary["interrupted"] == "SIGINT"
+    assert "stopped at once by a second signal" in out
 
 
 # --- train_mnist: a NaN in evaluation fails the run ---------------------------------------------------------------
@@ -198,6 +243,9 @@ def test_paths_of_the_wrong_kind_are_named_for_what_they_are(tmp_path):
     (["--sizes", "784,100000000000,10"], "--sizes 784,100000000000,10: the run needs about"),
     (["--batch-size", str(2 ** 62)], f"--batch-size {2 ** 62}: the run needs about"),
     (["--steps", "-1"], "--steps: expected an integer >= 0; got -1"),
+    (["--leaky-slope", "0.3"], "--leaky-slope: only --activation leaky_relu uses it; this run's activation is relu"),
+    (["--mse-convention", "mean"], "--mse-convention: only the mse loss has one"),
+    (["--steps", "2", "--warmup-steps", "10"], "--warmup-steps 10: the run has 2 steps in all"),
 ])
 def test_parity_refuses_what_it_would_not_check(capsys, args, message):
     from experiments.parity import main
@@ -267,12 +315,29 @@ def test_labs_all_reports_a_failing_lab_and_goes_on(tmp_path, capsys, monkeypatc
     assert f"{first.name}: failed: the disk is gone" in out and "1/2 labs passed" in out
 
 
+def test_ctrl_c_in_labs_all_exits_130_without_a_traceback(capsys):
+    import experiments.labs.__main__ as runner
+    from experiments.labs.common import all_labs
+
+    labs = dict(list(all_labs().items())[:2])
+    first = next(iter(labs.values()))
+
+    def interrupted(args, report):
+        raise KeyboardInterrupt
+
+    labs[first.name] = type(first)(**{**first.__dict__, "run": interrupted})
+    assert runner.run_all(labs, ["--fast", "--no-tensorboard"]) == 130
+    assert f"interrupted (Ctrl-C) during {first.name}" in capsys.readouterr().err
+
+
 # --- the benchmarks -----------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("module, args, message", [
     ("benchmark", ["--threads", "0"], "--threads: expected an integer >= 1; got 0"),
     ("benchmark", ["--min-seconds", "inf"], "--min-seconds: expected a finite number; got inf"),
     ("benchmark", ["--json", "{tmp}"], "--json {tmp}: is a directory; expected a file path"),
+    ("benchmark", ["--sizes", "784,9999999999,10"], "--sizes 784,9999999999,10: the run needs about"),
+    ("benchmark", ["--l2", "nan"], "--l2: expected a finite number; got nan"),
     ("benchmark_phases", ["--min-seconds", "inf"], "--min-seconds: expected a finite number; got inf"),
     ("benchmark_phases", ["--json", "{tmp}/missing/x.json"], "the directory {tmp}/missing does not exist"),
     ("benchmark_dp", ["--min-seconds", "nan"], "--min-seconds: expected a finite number; got nan"),
@@ -288,10 +353,40 @@ def test_benchmarks_refuse_bad_arguments_before_measuring(tmp_path, capsys, modu
     assert "done" not in err
 
 
-def test_a_benchmark_that_measured_nothing_exits_1(tmp_path, capsys):
+def test_a_benchmark_whose_epoch_data_is_unusable_exits_1_before_measuring(tmp_path, capsys):
     from experiments.benchmark import main
 
     status, _, err = call(main, ["--batch-sizes", "2", "--repeats", "1", "--min-seconds", "0.001", "--device", "cpu",
                                  "--variants", "reference", "--epoch-dataset", "idx", "--data-dir", str(tmp_path)],
                           capsys)
-    assert status == 1 and "error: the idx epoch could not be timed" in err, err
+    assert status == 1 and f"error: --epoch-dataset idx: data directory {tmp_path}: expected the IDX files" in err
+    assert "batch 2: done" not in err
+
+
+def test_a_benchmark_that_measured_nothing_exits_1(capsys):
+    from experiments.benchmark import main
+
+    status, _, err = call(main, ["--batch-sizes", "2", "--repeats", "1", "--min-seconds", "0.001", "--device", "cpu",
+                                 "--variants", "fast", "--optimizer", "adam", "--epoch-batch-size", "0"], capsys)
+    assert status == 1 and "error: no variant of fast could run at any batch size" in err, err
+
+
+@pytest.mark.parametrize("module", ["benchmark", "benchmark_dp", "labs"])
+def test_ctrl_c_stops_a_benchmark_or_the_labs_with_130_and_no_traceback(module):
+    """Whenever it comes (while torch is imported, or while measuring), one Ctrl-C ends the command with exit
+    status 130 and a one-line message; benchmark_dp's helper processes print nothing either."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    repo = Path(__file__).resolve().parent.parent
+    extra = ["all", "--fast", "--no-tensorboard"] if module == "labs" else ["--batch-sizes", "64"]
+    process = subprocess.Popen([sys.executable, "-m", f"experiments.{module}", *extra], cwd=repo, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    time.sleep(8)
+    os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the whole process group
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err and "interrupted (Ctrl-C)" in err, err
