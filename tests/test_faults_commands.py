@@ -390,3 +390,15 @@ def test_ctrl_c_stops_a_benchmark_or_the_labs_with_130_and_no_traceback(module):
     _, err = process.communicate(timeout=120)
     assert process.returncode == 130, err
     assert "Traceback" not in err and "interrupted (Ctrl-C)" in err, err
+
+
+def test_a_listing_piped_into_a_reader_that_stops_early_ends_without_a_traceback():
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    reader = subprocess.Popen([sys.executable, "-m", "experiments.labs", "list"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, cwd=Path(__file__).resolve().parent.parent)
+    reader.stdout.close()  # like `| head` ending before the listing comes (torch takes seconds to import)
+    _, err = reader.communicate(timeout=120)
+    assert b"Traceback" not in err and b"BrokenPipeError" not in err
