@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from torch_reference.tensor_metrics import normwise_error, ulp_distance
+from torch_reference.tensor_metrics import bits_equal, normwise_error, ulp_distance
 
 NOISE_FACTOR = 4.0
 NOISE_ABS_EPS = 2.0  # the absolute term, in eps of the reference's largest magnitude
@@ -89,8 +89,6 @@ class Bitwise(Contract):
     spec: str = "bitwise"
 
     def check(self, mine, ref, ref64, scale=0.0):
-        from torch_reference.tensor_metrics import bits_equal
-
         differing = int((~bits_equal(mine, ref)).sum())
         return Outcome(differing == 0, "bitwise equal" if differing == 0
                        else f"{differing} of {mine.numel()} elements differ in their bits")

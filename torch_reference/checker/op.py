@@ -19,7 +19,7 @@ from torch import Tensor
 from torch_reference.checker.contracts import ContractBook
 from torch_reference.checker.errors import CheckError, call_user
 from torch_reference.checker.fingerprint import fingerprint
-from torch_reference.checker.report import Report
+from torch_reference.checker.report import Report, Triage
 from torch_reference.checker.rows import compare_row, structural_row, triage_row
 
 SUPPORTED_DTYPES = (torch.float32, torch.float64)
@@ -261,6 +261,4 @@ def triage_op(report: Report, forward, backward, inputs, upstream, mine_of, ref_
         if row is first:
             report.triage = triage
     if report.triage is None and first is not None:
-        from torch_reference.checker.report import Triage
-
         report.triage = Triage(first.label, first.verdict, f"{first.label}: {first.verdict}: {first.detail}")

@@ -8,7 +8,7 @@ from torch import Tensor
 
 from torch_reference.checker.contracts import NOISE_FACTOR, Contract
 from torch_reference.checker.report import Row, Triage
-from torch_reference.tensor_metrics import bits_equal, measure, normwise_error
+from torch_reference.tensor_metrics import bits_equal, measure, normwise_error, ulp_distance
 
 FLOAT64_AGREEMENT = 1e-10  # normwise: a float64 re-run this close to the float64 reference means "rounding"
 
@@ -71,8 +71,6 @@ def rounding_cause(mine: Tensor, ref: Tensor) -> str:
     nans = torch.isnan(mine) & torch.isnan(ref)
     if bool((nans | ~differ).all()):
         return "NaN payloads: both are NaN at the same places, with different bit patterns"
-    from torch_reference.tensor_metrics import ulp_distance
-
     finite = torch.isfinite(mine) & torch.isfinite(ref)
     ulps = ulp_distance(torch.where(finite, mine, 0), torch.where(finite, ref, 0))
     fraction = float(differ.float().mean())
