@@ -51,7 +51,7 @@ def compare_row(name: str, kind: str, mine, ref: Tensor, ref64: Tensor | None, c
         row.detail = (f"{stats.nan_mine} NaN and {stats.inf_mine} Inf in yours where the reference is finite "
                       f"({int(mine_bad.sum())} such elements)")
         return row
-    outcome = contract.check(mine, ref, ref64, scale=scale)
+    outcome = contract.check(mine, ref, ref64, stats, scale=scale)
     row.passed = outcome.passed
     row.detail = outcome.measured
     row.error_vs_float64, row.ref_error_vs_float64 = outcome.mine_error, outcome.ref_error
