@@ -57,13 +57,7 @@ def backward(grad_output, cache):
     return {"X": dX, "W1": dW1, "b1": db1, "W2": dW2, "b2": db2, "W3": dW3, "b3": db3}
 
 
-def reference(X, W1, b1, W2, b2, W3, b3, labels):
-    N = len(X)
-    Y = torch.nn.functional.one_hot(labels, 3).to(X.dtype)
-    Z1 = torch.mm(X, W1.T) + b1
-    A1 = torch.tanh(Z1)
-    Z2 = torch.mm(A1, W2.T) + b2
-    A2 = torch.tanh(Z2)
-    Z3 = torch.mm(A2, W3.T) + b3
-    A3 = torch.softmax(Z3, dim=1)
-    return -1 / N * torch.sum(Y * torch.log(A3))
+def reference(**inputs):
+    """The same forward, differentiated by autograd: what lecture 002's notebook does with retain_grad."""
+    loss, _ = forward(**inputs)
+    return loss
