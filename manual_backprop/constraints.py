@@ -16,8 +16,10 @@ from torch import Tensor
 from manual_backprop.config import MLPConfig
 
 
-def max_norm_(params: dict[str, Tensor], c: float, config: MLPConfig) -> None:
+def max_norm_(params: dict[str, Tensor], c: float, config: MLPConfig, layers=None) -> None:
     """Rescale, in place, each row of every W_l (l = 1..L) whose 2-norm exceeds c to norm c / (1 + 1e-7/||w||).
+    ``layers``: only these l (the fast data-parallel step bounds a bucket's layers once they are updated; each
+    layer's projection reads its own W_l alone, so doing them apart changes no bit).
 
     Written as ``torch.renorm(W, 2, 0, c)`` computes it (the twin calls renorm_), so the two sides stay
     bitwise equal: norm = vector_norm(row); factor = c / (norm + 1e-7) where norm > c, else 1; W *= factor.
@@ -26,7 +28,7 @@ def max_norm_(params: dict[str, Tensor], c: float, config: MLPConfig) -> None:
     """
     if not c > 0:
         raise ValueError(f"max_norm: expected a norm bound c > 0; got {c!r}")
-    for layer in range(1, config.num_layers + 1):
+    for layer in range(1, config.num_layers + 1) if layers is None else layers:
         W = params[f"W{layer}"]
         norm = torch.linalg.vector_norm(W, 2, dim=1, keepdim=True)  # (outputs, 1)
         bound = torch.tensor(c, dtype=W.dtype, device=W.device)

@@ -18,7 +18,8 @@ Two modes:
   :meth:`GradientAverager.mark_ready` as soon as a gradient is final; it is copied (scaled by 1/N) into its slot
   of its bucket, and when a bucket's last gradient arrives its all-reduce is launched asynchronously, so the
   communication runs while the backward computes the layers below. :meth:`GradientAverager.finish` waits for
-  every bucket and copies the averages back into the gradient tensors.
+  every bucket and copies the averages back into the gradient tensors; :meth:`GradientAverager.wait_bucket` waits
+  for one, so that the fast path can update a bucket's layers while the buckets after it are still in flight.
 
 Why scale before summing: DDP's reducer multiplies each gradient by 1/N as it copies it into its bucket
 (``mul_out(bucket_view, grad, 1/N)``) and then sums, so doing the same makes the engine's averaged gradient the
@@ -160,10 +161,17 @@ class GradientAverager:
         if len(bucket.ready) == len(bucket.names):
             bucket.work = dist.all_reduce(bucket.buffer, op=dist.ReduceOp.SUM, group=self.group, async_op=True)
 
-    @torch.inference_mode()  # the engine's gradients are inference tensors, changed in place here
     def finish(self, grads: dict[str, Tensor]) -> None:
         """Make every tensor in ``grads`` (the step's gradients, by parameter name) the average over the ranks, in
         place. Blocks until the collectives are done; a failed peer raises torch.distributed's error here."""
+        for index, _ in enumerate(self.end_step(grads)):
+            self.wait_bucket(index, grads)
+
+    def end_step(self, grads: dict[str, Tensor]) -> list[list[str]]:
+        """The first half of :meth:`finish`, for a caller that updates each bucket's layers as soon as its average
+        is in (the fast data-parallel step): check that the backward handed over every gradient, and return the
+        names of each bucket in launch order. Then call ``wait_bucket(index, grads)`` for every index, in order
+        (``simple`` mode: one group of every name, whose wait runs the blocking all-reduces)."""
         if not self.in_step:
             raise RuntimeError("GradientAverager.finish: call start_step before the backward")
         if sorted(grads) != sorted(self.order):
@@ -171,19 +179,36 @@ class GradientAverager:
                              f"got {sorted(grads)}")
         self.in_step = False
         if self.mode == "simple":
-            for name in self.order:
-                grad = grads[name]
-                grad.mul_(self.scale)
-                dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=self.group)
-            return
+            return self.bucket_names()
         missing = [name for bucket in self.buckets for name in bucket.names if name not in bucket.ready]
         if missing:
             for bucket in self.buckets:  # leave no collective half-launched on this rank
                 bucket.work = None
             raise RuntimeError(f"GradientAverager.finish: the backward never marked {missing} ready "
                                "(pass on_gradient=averager.mark_ready to the backward)")
-        for bucket in self.buckets:
-            work, bucket.work = bucket.work, None
-            work.wait()
-            for name in bucket.names:
-                grads[name].copy_(bucket.view(name, grads[name]))
+        return self.bucket_names()
+
+    def bucket_names(self) -> list[list[str]]:
+        """The parameter names of each bucket, in launch order (``simple``: one group of every name)."""
+        return [list(self.order)] if self.mode == "simple" else [list(bucket.names) for bucket in self.buckets]
+
+    @torch.inference_mode()  # the engine's gradients are inference tensors, changed in place here
+    def wait_bucket(self, index: int, grads: dict[str, Tensor]) -> list[str]:
+        """Wait for bucket ``index``'s all-reduce (launched from the backward) and copy its averages into ``grads``;
+        returns the bucket's names. The buckets after it may still be in flight. ``simple`` mode (one group):
+        scale and all-reduce every gradient in place, one blocking collective each."""
+        if self.mode == "simple":
+            for name in self.order:
+                grad = grads[name]
+                grad.mul_(self.scale)
+                dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=self.group)
+            return list(self.order)
+        bucket = self.buckets[index]
+        work, bucket.work = bucket.work, None
+        if work is None:
+            raise RuntimeError(f"GradientAverager.wait_bucket: bucket {index} has no all-reduce in flight (waited "
+                               "twice, or end_step was not called)")
+        work.wait()
+        for name in bucket.names:
+            grads[name].copy_(bucket.view(name, grads[name]))
+        return bucket.names

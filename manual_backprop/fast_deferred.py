@@ -1,6 +1,7 @@
 """The fast step split in two for data-parallel training (manual_backprop/fast.py): the gradients first, handed
-to a callback as each one is final (the all-reduce launches there), the update after every rank's gradients are
-averaged.
+to a callback as each one is final (the all-reduce launches there), the update once the ranks' gradients are
+averaged: all layers at once (``apply_gradients``), or a bucket's layers as soon as that bucket's all-reduce
+completes (``start_update``, ``update_layers`` per bucket, ``end_update``; side_by_side/model_pair_fast.py).
 
 Split this way the step is the reference engine's data-parallel step (``MLP.loss_and_gradients(on_gradient=...)``,
 ``GradientAverager.finish``, the optimizer's step, max-norm): the same gradients in the same order, the same
@@ -20,7 +21,11 @@ from manual_backprop.constraints import max_norm_
 
 class DeferredUpdate:
     """Mixed into ``FastTrainer``: needs its ``params``, ``step``, ``_update``, ``_optimizer``, ``momentum``,
-    ``fused``, ``cuda_graph`` and ``config``; sets ``_defer`` and ``_on_gradient``, which the step reads."""
+    ``fused``, ``cuda_graph`` and ``config``; sets ``_defer`` and ``_on_gradient``, which the step reads.
+
+    After ``gradients``: either ``apply_gradients(grads)`` (every layer at once), or ``start_update()``, then
+    ``update_layers(grads, names)`` for each group of parameters as its averaged gradients arrive, then
+    ``end_update()``."""
 
     _defer: dict[str, Tensor] | None = None
     _on_gradient: Callable[[str, Tensor], None] | None = None
@@ -57,14 +62,34 @@ class DeferredUpdate:
     def apply_gradients(self, grads: dict[str, Tensor]) -> None:
         """The optimizer's update of every parameter from ``grads`` (e.g. averaged over the ranks), then max-norm:
         the reference's ``optimizer.step(grads)`` and ``max_norm_``. ``grads`` may be overwritten."""
+        self.start_update()
+        self.update_layers(grads, [name for layer in range(self.config.num_layers, 0, -1)
+                                   for name in (f"W{layer}", f"b{layer}")])
+        self.end_update()
+
+    # The same update in parts, for the data-parallel step that updates each bucket's layers as soon as its
+    # all-reduce completes: start_update once, update_layers per bucket (in any order), end_update once.
+
+    def start_update(self) -> None:
+        """What the optimizer does once per step, before any parameter's update: take the lr, count the step
+        (Adam's bias corrections, Adagrad's decayed rate read the count)."""
+        if self._optimizer is not None:
+            self._optimizer.lr = self.lr
+            self._optimizer.start_step()
+
+    def update_layers(self, grads: dict[str, Tensor], names: list[str]) -> None:
+        """The optimizer's update of the parameters ``names`` from ``grads`` (which may be overwritten), then
+        max-norm of the layers whose W is among them. Every update reads only its own parameter, gradient and
+        state, and a layer's max-norm only its own W_l (after its update, as in the reference, which projects
+        all layers after all updates): so updating a few layers at a time, in any order, gives the same bits."""
         with torch.inference_mode():
-            if self._optimizer is not None:
-                self._optimizer.lr = self.lr
-                self._optimizer.start_step()
-            for layer in range(self.config.num_layers, 0, -1):
-                for name in (f"W{layer}", f"b{layer}"):
-                    self._update(name, self.params[name], grads[name])
-            if self.momentum:
-                self._velocity_started = True
+            for name in names:
+                self._update(name, self.params[name], grads[name])
             if self.config.max_norm is not None:
-                max_norm_(self.params, self.config.max_norm, self.config)
+                layers = [int(name[1:]) for name in names if name.startswith("W")]
+                max_norm_(self.params, self.config.max_norm, self.config, layers=layers)
+
+    def end_update(self) -> None:
+        """After every parameter's update: from the next step on, momentum SGD folds gradients into V (V_1 = G)."""
+        if self.momentum:
+            self._velocity_started = True

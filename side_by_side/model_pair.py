@@ -135,7 +135,7 @@ class ModelPair(FastSteps, PairState):
                 problem = (f"the {model} model's {bad} became non-finite (an overflow: the loss is still {loss}); "
                            "stopping without updating the weights")
         if self.dp is not None:
-            problem = self._agree(result, problem)
+            problem, _ = self._agree(result, problem)
         if problem:
             raise DivergenceError(problem)
         with torch.inference_mode():
@@ -157,12 +157,15 @@ class ModelPair(FastSteps, PairState):
                                       f"it was {result.engine_loss if model == 'manual' else result.twin_loss})")
         return result
 
-    def _agree(self, result: StepResult, problem: str | None) -> str | None:
+    def _agree(self, result: StepResult, problem: str | None,
+               bad_local_gradient: bool = False) -> tuple[str | None, bool]:
         """One small all-reduce: the mean loss of each model over the ranks, whether any rank saw a diverged
-        value, whether any rank asked to stop. Returns the problem to stop for (this rank's own, or another's)."""
+        value, whether any rank asked to stop, and (the fast path's step, which agrees before its gradients are
+        averaged) whether any rank's own gradients are non-finite. Returns (the problem to stop for: this rank's
+        own, or another's; whether any rank had a non-finite gradient of its own)."""
         world_size = self.dp.world_size
         total = self.dp.agree([result.engine_loss, result.twin_loss or 0.0, float(problem is not None),
-                               float(result.stop_requested)])
+                               float(result.stop_requested), float(bad_local_gradient)])
         result.engine_loss = total[0] / world_size
         if result.twin_loss is not None:
             result.twin_loss = total[1] / world_size
@@ -170,7 +173,7 @@ class ModelPair(FastSteps, PairState):
         if problem is None and total[2] > 0:
             problem = (f"{int(total[2])} of the {world_size} ranks saw a non-finite loss, output or gradient (rank 0 "
                        "or the rank's own error output names it); stopping without updating the weights")
-        return problem
+        return problem, total[4] > 0
 
     def twin_params(self) -> dict[str, Tensor]:
         return {name: tensor.detach() for name, tensor in self.twin.engine_parameters().items()} if self.twin else {}

@@ -69,32 +69,84 @@ def gradients_worker(rank: int, world_size: int, port: int, out: str) -> None:
     leave()
 
 
-def training_worker(rank: int, world_size: int, port: int, out: str, mode: str, dropout: float) -> None:
-    """Several steps of the model pair (engine averaged by hand, twin in DDP): compare after every step."""
+def training_worker(rank: int, world_size: int, port: int, out: str, mode: str, dropout: float,
+                    optimizer: str = "adam", bucket_mb: float = 0.02) -> None:
+    """Several steps of the model pair (engine averaged by hand, twin in DDP) and, on the same shards and dropout
+    masks, of a fast-path pair (``twin=False``: FastTrainer, each bucket updated once its all-reduce is in):
+    compare after every step, and record the order of the fast step's launches, waits and updates."""
     join(rank, world_size, port)
     config = MLPConfig(sizes=SIZES, dropout=dropout, max_norm=3.0 if dropout else None)
-    data_parallel = DataParallel(rank, world_size, rank, "gloo", mode, bucket_mb=0.02)
+    data_parallel = DataParallel(rank, world_size, rank, "gloo", mode, bucket_mb=bucket_mb)
     torch.manual_seed(data_parallel.dropout_seed(0))
-    pair = ModelPair(config, OptimizerConfig("adam", lr=1e-3), ScheduleConfig(), seed=0, data_parallel=data_parallel)
+    optimizer_config = (OptimizerConfig("adam", lr=1e-3) if optimizer == "adam"
+                        else OptimizerConfig("momentum", lr=0.05, momentum=0.9))
+    pair = ModelPair(config, optimizer_config, ScheduleConfig(), seed=0, data_parallel=data_parallel)
+    fast = ModelPair(config, optimizer_config, ScheduleConfig(), seed=0, twin=False, data_parallel=data_parallel)
+    assert fast.fast is not None, fast.path_note
+    events = trace_fast_step(fast)
     generator = torch.Generator().manual_seed(2)
     checks = []
     for step in range(5):
         X, y = synthetic_batch(config, GLOBAL_BATCH, generator)
         shard = data_parallel.shard(torch.arange(GLOBAL_BATCH))
+        before = torch.get_rng_state()
         result = pair.step(X[shard], y[shard], stop_requested=(rank == 1 and step == 3))
-        weights_equal = all(torch.equal(pair.engine.params[name], twin.detach())
-                            for name, twin in pair.twin.engine_parameters().items())
+        after = torch.get_rng_state()
+        torch.set_rng_state(before)  # the fast step draws the pair's dropout masks
+        events.append(("step", step))
+        fast_result = fast.step(X[shard], y[shard], stop_requested=(rank == 1 and step == 3))
+        twin_params = pair.twin.engine_parameters()
+        weights_equal = all(torch.equal(pair.engine.params[name], twin.detach()) for name, twin in twin_params.items())
         grads_equal = all(torch.equal(result.engine_record.gradients()[name], twin.grad)
-                          for name, twin in pair.twin.engine_parameters().items())
+                          for name, twin in twin_params.items())
         checks.append({"weights_equal": weights_equal, "grads_equal": grads_equal, "stop": result.stop_requested,
-                       "loss": result.engine_loss, "twin_loss": result.twin_loss})
+                       "loss": result.engine_loss, "twin_loss": result.twin_loss,
+                       "fast_weights_equal": all(torch.equal(fast.engine.params[name], twin.detach())
+                                                 for name, twin in twin_params.items()),
+                       "fast_grads_equal": all(torch.equal(fast_result.engine_grads[name], twin.grad)
+                                               for name, twin in twin_params.items()),
+                       "fast_same_masks": torch.equal(torch.get_rng_state(), after),
+                       "fast_stop": fast_result.stop_requested, "fast_loss": fast_result.engine_loss})
     gathered = [None] * world_size
     dist.all_gather_object(gathered, {name: tensor.clone() for name, tensor in pair.engine.params.items()})
     if rank == 0:
         same = all(torch.equal(gathered[0][name], other[name]) for other in gathered for name in gathered[0])
-        torch.save({"checks": checks, "ranks_hold_the_same_weights": same}, out)
+        torch.save({"checks": checks, "ranks_hold_the_same_weights": same, "events": events,
+                    "buckets": fast.averager.bucket_names()}, out)
     del pair  # its DDP holds the group: collected before the group goes (see DataParallel.close)
     leave()
+
+
+def trace_fast_step(pair: ModelPair) -> list[tuple]:
+    """Wrap the fast pair's averager and trainer (instance attributes, the classes untouched) so that each step
+    appends ("launch", k) when bucket k's all-reduce starts, ("wait", k) when it has been waited for, and
+    ("update", k, in_flight) when its layers are updated, in_flight the later buckets whose all-reduce had not
+    completed then. Returns the list the events go to."""
+    averager, trainer, events = pair.averager, pair.fast, []
+    index_of = {name: index for index, names in enumerate(averager.bucket_names()) for name in names}
+    mark_ready, wait_bucket, update_layers = averager.mark_ready, averager.wait_bucket, trainer.update_layers
+
+    def traced_mark_ready(name, grad):
+        mark_ready(name, grad)
+        bucket = averager.bucket_of.get(name)
+        if bucket is not None and len(bucket.ready) == len(bucket.names):
+            events.append(("launch", index_of[name]))
+
+    def traced_wait_bucket(index, grads):
+        names = wait_bucket(index, grads)
+        events.append(("wait", index))
+        return names
+
+    def traced_update_layers(grads, names):
+        index = index_of[names[0]]
+        in_flight = [later for later, bucket in enumerate(averager.buckets)
+                     if later > index and bucket.work is not None and not bucket.work.is_completed()]
+        update_layers(grads, names)
+        events.append(("update", index, in_flight))
+
+    averager.mark_ready, averager.wait_bucket, trainer.update_layers = (traced_mark_ready, traced_wait_bucket,
+                                                                        traced_update_layers)
+    return events
 
 
 def leave() -> None:

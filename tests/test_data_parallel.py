@@ -119,15 +119,43 @@ def test_averaged_gradient_is_the_global_batch_gradient_and_ddps(tmp_path):
 @needs_gloo
 @pytest.mark.parametrize("mode, dropout", [("simple", 0.0), ("bucketed", 0.0), ("bucketed", 0.3)])
 def test_training_steps_stay_bitwise_with_the_ddp_twin(tmp_path, mode, dropout):
+    """The reference engine and the fast path (FastTrainer, per-bucket updates), each step against DDP."""
     out = tmp_path / "training.pt"
     spawn(dp_workers.training_worker, str(out), mode, dropout)
     results = torch.load(out, weights_only=False)
     assert results["ranks_hold_the_same_weights"]
+    assert len(results["buckets"]) == (1 if mode == "simple" else 2)  # 20 KiB: [b3 W3 b2 W2] [b1 W1]
     for step, check in enumerate(results["checks"]):
         assert check["grads_equal"] and check["weights_equal"], (step, check)
         assert check["loss"] == check["twin_loss"]
         # rank 1 asked to stop at step 3: rank 0 hears of it in the same step
         assert check["stop"] == (step == 3)
+        assert check["fast_same_masks"] and check["fast_grads_equal"] and check["fast_weights_equal"], (step, check)
+        assert check["fast_loss"] == check["loss"] and check["fast_stop"] == check["stop"]
+
+
+@needs_gloo
+def test_the_fast_step_updates_each_bucket_as_soon_as_its_all_reduce_completes(tmp_path):
+    """Three buckets (a 1-byte cap: one layer each), SGD with momentum: in every step bucket k's layers are updated
+    right after its wait and before bucket k + 1 is waited for, every launch comes from the backward (before any
+    wait), and the weights stay bitwise DDP's."""
+    out = tmp_path / "training.pt"
+    spawn(dp_workers.training_worker, str(out), "bucketed", 0.0, "momentum", 1e-6)
+    results = torch.load(out, weights_only=False)
+    assert results["buckets"] == [["b3", "W3"], ["b2", "W2"], ["b1", "W1"]]
+    for step, check in enumerate(results["checks"]):
+        assert check["fast_grads_equal"] and check["fast_weights_equal"] and check["weights_equal"], (step, check)
+    steps, current = [], None
+    for event in results["events"]:
+        if event[0] == "step":
+            current = []
+            steps.append(current)
+        else:
+            current.append(event[:2])
+    assert len(steps) == 5
+    for events in steps:
+        assert events == [("launch", 0), ("launch", 1), ("launch", 2), ("wait", 0), ("update", 0), ("wait", 1),
+                          ("update", 1), ("wait", 2), ("update", 2)], events
 
 
 # --- the CLI under torchrun --------------------------------------------------------------------------------------
