@@ -69,7 +69,8 @@ class FastSteps:
             if bad:
                 problem = _overflow(bad, own_loss)
         own_problem = problem
-        bad_local_gradient = problem is None and non_finite_parameter(grads) is not None  # not yet averaged
+        # Not yet averaged; checked even where the loss is bad: another rank's average is named from it.
+        bad_local_gradient = non_finite_parameter(grads) is not None
         problem, any_bad_gradient = self._agree(result, problem, bad_local_gradient)
         if problem or any_bad_gradient:
             for index in range(len(buckets)):  # no collective left in flight; the averages to name

@@ -154,3 +154,42 @@ def leave() -> None:
     dist.barrier()
     gc.collect()
     dist.destroy_process_group()
+
+
+def divergence_worker(rank: int, world_size: int, port: int, out: str, cases: list[tuple]) -> None:
+    """For each case (x_scale, (w1, w2, w3)), one step of the reference engine's data-parallel step and one of the
+    fast path's, with rank 1's shard multiplied by x_scale and each W_l by w_l on both ranks (finite inputs whose
+    loss or gradients overflow): what each refuses with, and whether its weights stayed as they were."""
+    join(rank, world_size, port)
+    from side_by_side.step_result import DivergenceError
+    config = MLPConfig(sizes=SIZES)
+    data_parallel = DataParallel(rank, world_size, rank, "gloo", "bucketed", bucket_mb=1e-6)
+    results = []
+    for scale, weight_scales in cases:
+        X, y = synthetic_batch(config, GLOBAL_BATCH, torch.Generator().manual_seed(3))
+        shard = data_parallel.shard(torch.arange(GLOBAL_BATCH))
+        X = X[shard] * (scale if rank == 1 else 1.0)
+        outcome = {}
+        for path in ("reference", "fast"):
+            pair = ModelPair(config, OptimizerConfig("adam", lr=1e-3), ScheduleConfig(), seed=0, twin=False,
+                             data_parallel=data_parallel)
+            if path == "reference":
+                pair.fast = None  # the reference engine's step, without the twin
+            with torch.no_grad():
+                for layer, factor in enumerate(weight_scales, 1):
+                    pair.engine.params[f"W{layer}"].mul_(factor)
+            before = {name: tensor.clone() for name, tensor in pair.engine.params.items()}
+            try:
+                pair.step(X, y[shard])
+                message = None
+            except DivergenceError as error:
+                message = str(error)
+            outcome[path] = {"message": message,
+                             "unchanged": all(torch.equal(before[name], tensor)
+                                              for name, tensor in pair.engine.params.items())}
+        results.append(outcome)
+    gathered = [None] * world_size
+    dist.all_gather_object(gathered, results)
+    if rank == 0:
+        torch.save(gathered, out)
+    leave()

@@ -158,6 +158,31 @@ def test_the_fast_step_updates_each_bucket_as_soon_as_its_all_reduce_completes(t
                           ("update", 1), ("wait", 2), ("update", 2)], events
 
 
+@needs_gloo
+def test_the_fast_step_refuses_a_divergence_as_the_reference_does_before_any_update(tmp_path):
+    """Rank 1's shard scaled so that (1) its loss is NaN (rank 0's stays finite, but the average of its NaN
+    gradients is not) and (2) its loss is finite but its dW1 overflows: on each rank the fast step's message is the
+    reference engine's word for word, and neither updated a weight (the fast step checks each rank's own gradients
+    and agrees before its first bucket's update). A finite step (3) updates both."""
+    out = tmp_path / "divergence.pt"
+    cases = [(1e30, (1, 1e5, 1e5)), (1e38, (1e-8, 100, 100)), (1.0, (1, 1, 1))]
+    spawn(dp_workers.divergence_worker, str(out), cases)
+    ranks = torch.load(out, weights_only=False)
+    for rank, outcomes in enumerate(ranks):
+        for case, outcome in zip(cases, outcomes):
+            assert outcome["fast"] == outcome["reference"], (rank, case, outcome)
+    (nan_loss, overflow, finite) = zip(*ranks)  # per case: (rank 0's, rank 1's)
+    assert nan_loss[1]["fast"]["message"] == ("the manual model's loss became nan; stopping without updating "
+                                              "the weights")
+    assert nan_loss[0]["fast"]["message"].startswith("the manual model's gradient dW1 became non-finite")
+    for outcome in overflow:
+        assert outcome["fast"]["message"].startswith("the manual model's gradient dW1 became non-finite (an "
+                                                     "overflow: the loss is still ")
+    for outcome in (*nan_loss, *overflow):
+        assert outcome["fast"]["unchanged"]
+    assert all(outcome["fast"]["message"] is None and not outcome["fast"]["unchanged"] for outcome in finite)
+
+
 # --- the CLI under torchrun --------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
