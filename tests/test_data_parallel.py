@@ -247,13 +247,17 @@ def test_data_parallel_runs_without_the_twin_train_on_the_fast_path_bitwise(fake
     """torchrun --no-twin: the fast path, its bucketed all-reduces launched from its backward; the weights and every
     optimizer-state tensor equal the engine's of the side-by-side run (engine + DDP twin, itself bitwise with DDP),
     with dropout, max-norm and Adam; a fast run stopped after 5 steps and resumed ends bit for bit the same."""
+    # --bucket-mb 0.01: two buckets, [b2 W2] and [b1 W1], so the fast run updates layer 2 before waiting for W1's
     flags = ["--epochs", "2", "--dropout", "0.2", "--input-dropout", "0.1", "--max-norm", "1.5", "--optimizer", "adam",
-             "--lr-schedule", "cosine", "--warmup-steps", "3"]
+             "--lr-schedule", "cosine", "--warmup-steps", "3", "--bucket-mb", "0.01", "--parity-every", "1"]
     pair = torchrun(fake_data, tmp_path / "pair", *flags)
     assert pair.returncode == 0, pair.stdout + pair.stderr
+    summary = json.loads((run_dir_of(tmp_path / "pair") / "summary.json").read_text())
+    assert summary["parity"]["bitwise_equal_checks"] == summary["parity"]["checks"] == 16  # engine vs DDP twin
     alone = torchrun(fake_data, tmp_path / "alone", *flags, "--no-twin")
     assert alone.returncode == 0, alone.stdout + alone.stderr
-    assert "engine: fast path (manual_backprop/fast.py), data-parallel over 2 processes: bucketed" in alone.stdout
+    assert ("engine: fast path (manual_backprop/fast.py), data-parallel over 2 processes: bucketed (2 buckets: "
+            "[b2 W2] 1 KiB, [b1 W1] 98 KiB)") in alone.stdout
     a = torch.load(run_dir_of(tmp_path / "pair") / "checkpoint.pt", weights_only=False)
     b = torch.load(run_dir_of(tmp_path / "alone") / "checkpoint.pt", weights_only=False)
 
@@ -278,6 +282,70 @@ def test_data_parallel_runs_without_the_twin_train_on_the_fast_path_bitwise(fake
     assert plain.returncode == 0, plain.stdout + plain.stderr
     summary = json.loads((run_dir_of(tmp_path / "plain") / "summary.json").read_text())
     assert summary["data_parallel"]["vs_single_process"]["checks"] >= 1
+
+
+SIGTERM_FLAGS = ["--epochs", "25", "--max-steps", "160", "--no-twin", "--optimizer", "adam", "--dropout", "0.2",
+                 "--bucket-mb", "0.01", "--log-interval", "1000", "--dist-timeout", "60"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_fast_run(fake_data, tmp_path_factory):
+    """The checkpoint of a fast data-parallel run of SIGTERM_FLAGS that nothing stops (160 steps)."""
+    logdir = tmp_path_factory.mktemp("whole")
+    whole = torchrun(fake_data, logdir, *SIGTERM_FLAGS)
+    assert whole.returncode == 0, whole.stdout + whole.stderr
+    return torch.load(run_dir_of(logdir) / "checkpoint.pt", weights_only=False)
+
+
+@needs_gloo
+@pytest.mark.parametrize("target", ["rank 1", "torchrun"])
+def test_sigterm_stops_both_ranks_of_a_fast_run_after_the_same_step_and_resumes_bitwise(
+        fake_data, tmp_path, uninterrupted_fast_run, target):
+    """What a scheduler's SIGTERM does to a data-parallel fast run (--no-twin, two buckets, Adam, dropout).
+
+    "torchrun": the signal goes to torchrun, which passes it on to both ranks (they may note it in different
+    steps). "rank 1": to rank 1 alone, so rank 0, which writes the checkpoint, learns of it only through the
+    step's agreement and stops "because another rank was interrupted". Either way both ranks stop after the same
+    step (had they stopped apart, one would wait in a collective until --dist-timeout; rank 0 gathers rank 1's
+    dropout generator into the checkpoint at that step), and the run resumed from the checkpoint ends bitwise
+    where the uninterrupted one does: weights, Adam's state, both ranks' generators. torchrun itself exits 1
+    (rank 1 exits 143 as an interrupted run does, or torchrun was signalled), after rank 0 wrote everything."""
+    process = torchrun(fake_data, tmp_path / "parts", *SIGTERM_FLAGS, wait=False)
+    try:
+        for line in process.stdout:
+            if line.startswith("epoch 1/25"):  # rank 0's end of the first epoch: training is under way
+                if target == "torchrun":
+                    process.send_signal(signal.SIGTERM)
+                else:
+                    victim = next((pid for pid, rank in rank_pids(process.pid).items() if rank == "1"), None)
+                    assert victim is not None, "rank 1 not found"
+                    os.kill(victim, signal.SIGTERM)
+                break
+        output, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    stop = "interrupted by SIGTERM" if target == "torchrun" else "stopped because another rank was interrupted"
+    assert f"{stop} at step " in output, output[-3000:]
+    stopped_at = int(output.split(f"{stop} at step ")[1].split(";")[0])
+    assert 8 <= stopped_at < 160, output[-3000:]
+    checkpoint = run_dir_of(tmp_path / "parts") / "checkpoint.pt"
+    stopped = torch.load(checkpoint, weights_only=False)
+    assert stopped["global_step"] == stopped_at and stopped["world_size"] == 2
+    summary = json.loads((run_dir_of(tmp_path / "parts") / "summary.json").read_text())
+    assert summary["steps"] == stopped_at and summary["stopped_early"]
+    assert summary["interrupted"] == ("SIGTERM" if target == "torchrun" else None)  # rank 0's own signal
+
+    rest = torchrun(fake_data, None, *SIGTERM_FLAGS, "--resume", str(checkpoint))
+    assert rest.returncode == 0, rest.stdout + rest.stderr
+    whole, resumed = uninterrupted_fast_run, torch.load(checkpoint, weights_only=False)
+    assert whole["global_step"] == resumed["global_step"] == 160
+    for name in whole["engine"]:
+        assert torch.equal(whole["engine"][name], resumed["engine"][name]), name
+    for name, entries in whole["engine_optimizer"]["state"].items():
+        for key, tensor in entries.items():
+            assert torch.equal(tensor, resumed["engine_optimizer"]["state"][name][key]), (name, key)
+    assert torch.equal(whole["rank_rng"], resumed["rank_rng"])
 
 
 @needs_gloo
