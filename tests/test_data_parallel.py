@@ -249,8 +249,8 @@ def test_data_parallel_runs_without_the_twin_train_on_the_fast_path_bitwise(fake
     with dropout, max-norm and Adam; a fast run stopped after 5 steps and resumed ends bit for bit the same."""
     # --bucket-mb 0.01: two buckets, [b2 W2] and [b1 W1], so the fast run updates layer 2 before waiting for W1's
     flags = ["--epochs", "2", "--dropout", "0.2", "--input-dropout", "0.1", "--max-norm", "1.5", "--optimizer", "adam",
-             "--lr-schedule", "cosine", "--warmup-steps", "3", "--bucket-mb", "0.01", "--parity-every", "1"]
-    pair = torchrun(fake_data, tmp_path / "pair", *flags)
+             "--lr-schedule", "cosine", "--warmup-steps", "3", "--bucket-mb", "0.01"]
+    pair = torchrun(fake_data, tmp_path / "pair", *flags, "--parity-every", "1")
     assert pair.returncode == 0, pair.stdout + pair.stderr
     summary = json.loads((run_dir_of(tmp_path / "pair") / "summary.json").read_text())
     assert summary["parity"]["bitwise_equal_checks"] == summary["parity"]["checks"] == 16  # engine vs DDP twin
