@@ -76,8 +76,8 @@ class FastSteps:
             for index in range(len(buckets)):  # no collective left in flight; the averages to name
                 self.averager.wait_bucket(index, grads)
             if own_problem is None and any_bad_gradient:  # the reference: this rank sees the averages' NaN itself
-                problem = _overflow(non_finite_parameter({f"gradient d{name}": grad for name, grad in grads.items()}),
-                                    own_loss)
+                bad = non_finite_parameter({f"gradient d{name}": grad for name, grad in grads.items()})
+                problem = _overflow(bad or "averaged gradient", own_loss)  # (a NaN or Inf always reaches the sum)
             raise DivergenceError(problem)
 
         averaged, overflow = {}, False
