@@ -17,6 +17,7 @@ from torch import Tensor
 from side_by_side.gradient_flow import flow_scalars, snapshot
 from side_by_side.settings import TrainingError
 from side_by_side.step_result import DivergenceError
+from side_by_side.tensorboard_layout import DP_TAGS
 from side_by_side.tensorboard_writer import RunLogger
 from torch_reference.dp_parity import single_process_gradients
 
@@ -50,12 +51,11 @@ def train_step(run, index: Tensor, logger: RunLogger) -> tuple[float, float | No
     if single is not None:
         averaged = result.engine_record.gradients() if result.engine_record is not None else result.engine_grads
         distances = run.single_tally.add(averaged, single)
-        logger.scalars("manual", run.global_step,
-                       # normwise (in eps of each tensor's largest entry): entry by entry, sums that cancel
-                       # to almost zero are thousands of ulps apart and would hide the trend
-                       {"parity_detail/dp_vs_single_process_eps_of_max":
-                            max(d["max_abs_in_eps_of_max"] for d in distances.values()),
-                        "parity_detail/dp_vs_single_process_max_rel": max(d["max_rel"] for d in distances.values())})
+        logger.run_scalars(run.global_step,
+                           # normwise (in eps of each tensor's largest entry): entry by entry, sums that cancel
+                           # to almost zero are thousands of ulps apart and would hide the trend
+                           {DP_TAGS[0]: max(d["max_abs_in_eps_of_max"] for d in distances.values()),
+                            DP_TAGS[1]: max(d["max_rel"] for d in distances.values())})
     if run.twin is not None and parity_step and run.is_main:  # rank 0 reports the parity of a data-parallel run
         rows, after = run.models.compare(result, run.policy)
         bitwise = run.tally.add(rows, after, step=run.global_step)

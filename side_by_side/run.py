@@ -207,6 +207,10 @@ def train(config: MLPConfig, settings: TrainSettings, data: DatasetSplits, run_d
                                                           validation=data.val_x.shape[0] > 0,
                                                           layers=len(config.sizes) - 1))
         try:
+            if logger.legacy_writers:
+                old = ", ".join(f"{name}/" for name in logger.legacy_writers)
+                log(f"{run_dir} has the old TensorBoard layout ({old}, kept as they are): the resumed steps go to "
+                    f"the run directory itself, one TensorBoard run with both models")
             if resume is None:
                 logger.config_text(description)
             try:

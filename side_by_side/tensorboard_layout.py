@@ -1,10 +1,13 @@
-"""What a run looks like in TensorBoard: its name, how often it logs, and the Custom Scalars page (parity first).
+"""What a run looks like in TensorBoard: its name, its tags, how often it logs, and the Custom Scalars page (parity
+first).
 
-TensorBoard's first views (Time Series, Scalars) show one card per tag, sorted by name, and colour each run; when the
-engine and its autograd twin are bitwise equal their curves coincide and look like a single line. The Custom Scalars
-layout written with each run (``custom_scalars_layout``) puts the parity summary on top, then one chart per metric with
-both models' curves, each followed by the curve of their difference (manual - autograd), so a flat zero there says
-in so many words that the two lines are one on top of the other.
+A training run is ONE TensorBoard run (one colour): both models write into it, the model last in the tag
+(``loss/test/manual``, ``loss/test/autograd``) and their difference beside them (``loss/test/manual-autograd``).
+TensorBoard's first views (Time Series, Scalars) group cards by the tag's first component and sort them by name, so
+each metric sits next to its twin and their difference. The Custom Scalars layout written with each run
+(``custom_scalars_layout``) puts the parity verdict on top, then one chart per metric overlaying both models (same
+colour, told apart by the legend's symbols), each followed by the chart of their difference (manual - autograd), so a
+flat zero there says in so many words that the two lines are one on top of the other.
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ import math
 import re
 from collections.abc import Mapping
 
-# Tags of the parity summary (one point per parity check, in the manual writer: parity is the engine measured
-# against its autograd reference) and of the per-tensor detail (in the parity writer). The capital P is on purpose:
-# TensorBoard sorts tags by code point, so "Parity" comes before every lowercase tag: first group in Time Series and
-# Scalars, and first among the HParams metric columns, of which the table shows only the first five by default.
-PARITY_WORST_ULP = "Parity/worst_ulp"
-PARITY_WORST_REL = "Parity/worst_rel_error"
+MODELS = ("manual", "autograd")
+DIFFERENCE = "manual-autograd"  # the last tag component of a difference curve, manual - autograd
+
+# Tags of the parity summary (one point per parity check; parity is the engine measured against its autograd
+# reference, so these are the pair's and written once). The capital P is on purpose: TensorBoard sorts tags by code
+# point, so "Parity" comes before every lowercase tag: first group in Time Series and Scalars, and first among the
+# HParams metric columns, of which the table shows only the first five by default: these three verdict figures, then
+# ``accuracy/test/autograd`` and ``accuracy/test/manual``.
 PARITY_BITWISE_FRACTION = "Parity/bitwise_equal_fraction"
 # The verdict: how many checks so far had a tensor outside the tolerance policy (0 for a good run, bitwise or not).
 PARITY_OUT_OF_POLICY = "Parity/checks_out_of_policy"
@@ -26,8 +31,12 @@ PARITY_OUT_OF_POLICY = "Parity/checks_out_of_policy"
 # axis to start with, and on a linear one 1e-7 and 1e-16 are both "0". A bitwise-equal check (error 0) is drawn at
 # BITWISE_LOG10, below any rounding error of float32 (about -7) or float64 (about -16).
 PARITY_NORMWISE_LOG10 = "Parity/normwise_error_log10"
-PARITY_SUMMARY_TAGS = (PARITY_WORST_ULP, PARITY_WORST_REL, PARITY_BITWISE_FRACTION, PARITY_OUT_OF_POLICY,
-                       PARITY_NORMWISE_LOG10)
+PARITY_VERDICT_TAGS = (PARITY_BITWISE_FRACTION, PARITY_OUT_OF_POLICY, PARITY_NORMWISE_LOG10)
+# The elementwise figures, lowercase: they can look alarming in a run that is fine (not the verdict), so they sort
+# after the verdict and the metrics, in a group of their own.
+PARITY_WORST_ULP = "parity_elementwise/worst_ulp"
+PARITY_WORST_REL = "parity_elementwise/worst_rel_error"
+PARITY_SUMMARY_TAGS = (*PARITY_VERDICT_TAGS, PARITY_WORST_ULP, PARITY_WORST_REL)
 BITWISE_LOG10 = -20.0
 DETAIL_PREFIX = "parity_detail/"
 # Drawn with the summary, so lowercase (after the summary and the metrics in sorted lists): the policy's rtol as a
@@ -38,8 +47,15 @@ PARITY_TOLERANCE_LOG10 = DETAIL_PREFIX + "normwise_tolerance_log10"
 PARITY_OUT_OF_POLICY_FRACTION = DETAIL_PREFIX + "out_of_policy_fraction"
 PARITY_VERDICT = "Parity/verdict"  # the Text card
 PARITY_HEATMAP = "Parity/layer_by_tensor"  # the image, one per parity check
+# The data-parallel distance of the engine's averaged gradient to one process's: the run's, no model suffix.
 DP_TAGS = (DETAIL_PREFIX + "dp_vs_single_process_eps_of_max", DETAIL_PREFIX + "dp_vs_single_process_max_rel")
-DIFFERENCE_PREFIX = "difference/"  # manual - autograd, per model scalar, in the parity writer
+CONFIG_TEXT = "config"
+
+
+def model_tag(metric: str, model: str) -> str:
+    """``loss/test/manual``: a model's series of ``metric`` (scalar, histogram or image); ``model`` may also be
+    DIFFERENCE."""
+    return f"{metric}/{model}"
 
 
 def layer_detail_tag(layer, name: str) -> str:
@@ -182,17 +198,25 @@ def _multiline(*tags: str) -> list:
     return ["Multiline", [f"^{re.escape(tag)}$" for tag in tags]]
 
 
+def _models_regex(metric: str, twin: bool) -> str:
+    """``^loss/test/(manual|autograd)$``: both models' series of ``metric`` (the manual one alone without the twin);
+    ``metric`` is itself a regex."""
+    return f"^{metric}/({'|'.join(MODELS) if twin else MODELS[0]})$"
+
+
 def custom_scalars_layout(twin: bool = True, validation: bool = False, layers: int = 0,
                           data_parallel: bool = False) -> dict:
     """The Custom Scalars page, for ``SummaryWriter.add_custom_scalars``: {category: {chart title: chart}}.
 
-    A chart's regexes select tags; every selected run that has the tag draws a line, so each metric chart shows
-    ``<run>/manual`` and ``<run>/autograd`` together. With ``twin`` the page starts with the parity verdict (checks
-    out of policy, fractions, the normwise error against its tolerance), then the elementwise figures, then one
-    chart per layer in backprop order (``layers``: how many), and each metric sits in a category of its own with its
-    manual - autograd difference, so the pair stays side by side however many columns the page has. ``validation``
-    adds the loss/val and accuracy/val charts (only when the run holds out a validation split, so no chart stays
-    empty); ``data_parallel`` the distance of the averaged gradient to the single-process one.
+    A chart's regexes select tags of every selected run; a run draws one line per selected tag, all in the run's
+    colour, told apart by the symbol the legend ("Matches") shows beside each ``<run>/<tag>``. Each metric chart
+    selects ``<metric>/manual`` and ``<metric>/autograd``, so it overlays the two models of each training. With
+    ``twin`` the page starts with the parity verdict (checks out of policy, fractions, the normwise error against
+    its tolerance), then the elementwise figures, then one chart per layer in backprop order (``layers``: how many),
+    and each metric sits in a category of its own with its manual - autograd difference, so the pair stays side by
+    side however many columns the page has. ``validation`` adds the loss/val and accuracy/val charts (only when the
+    run holds out a validation split, so no chart stays empty); ``data_parallel`` the distance of the averaged
+    gradient to the single-process one.
     """
     metrics = [*TRAIN_TAGS, "loss/test", *(("loss/val",) if validation else ()),
                "accuracy/test", *(("accuracy/val",) if validation else ())]
@@ -220,20 +244,23 @@ def custom_scalars_layout(twin: bool = True, validation: bool = False, layers: i
                 "worst max abs difference, in eps of the gradient's largest entry": _multiline(DP_TAGS[0]),
                 "worst relative error, entry by entry": _multiline(DP_TAGS[1]),
             }
-    together = ": manual and autograd (bitwise-equal curves draw as one line)" if twin else ""
+    together = (": manual and autograd, one colour per training (bitwise-equal curves draw as one line)" if twin
+                else ": manual")
     for tag in metrics:
-        charts = {tag + together: _multiline(tag)}
+        charts = {tag + together: ["Multiline", [_models_regex(re.escape(tag), twin)]]}
         if twin:
             charts[f"{tag}: manual - autograd (0 everywhere: the curves coincide)"] = _multiline(
-                DIFFERENCE_PREFIX + tag)
+                model_tag(tag, DIFFERENCE))
         layout[tag] = charts
     models = "both models, " if twin else ""
-    flow = r"^gradient_flow/layer\d+/"
+    flow = r"gradient_flow/layer\d+/"
     layout["gradient flow: per layer, at the curve points"] = {
-        f"weight gradient norm |dW| ({models}one line per layer)": ["Multiline", [flow + "grad_norm$"]],
-        f"update norm |W_new - W| ({models}one line per layer)": ["Multiline", [flow + "update_norm$"]],
+        f"weight gradient norm |dW| ({models}one line per layer)": ["Multiline", [_models_regex(flow + "grad_norm",
+                                                                                               twin)]],
+        f"update norm |W_new - W| ({models}one line per layer)": ["Multiline", [_models_regex(flow + "update_norm",
+                                                                                             twin)]],
         f"update / weight, |W_new - W| / |W_new| ({models}one line per layer)": [
-            "Multiline", [flow + "update_to_weight$"]],
+            "Multiline", [_models_regex(flow + "update_to_weight", twin)]],
     }
-    layout["learning rate"] = {"lr (both models, per logged step)": _multiline("lr")}
+    layout["learning rate"] = {f"lr ({models}per logged step)": ["Multiline", [_models_regex("lr", twin)]]}
     return layout

@@ -1,25 +1,39 @@
 """TensorBoard logging of a side-by-side run.
 
-One run directory per invocation, holding three writers: ``manual/`` and ``autograd/`` with identical model tags
-(so TensorBoard overlays the two models' curves under one chart per tag), and ``parity/`` with the comparison
-detail. The Custom Scalars page (``tensorboard_layout.custom_scalars_layout``, written with each run) shows the
-parity summary first, then each metric with both models and their difference. Tags:
+One run directory per invocation and ONE writer in it, with its event files directly in the run directory: a
+training run is one TensorBoard run, so it has one colour, one HParams row and one name, and two trainings that
+differ in one flag are two runs told apart by name, colour and row. Both models write into it, the model being the
+last component of the tag, their difference beside them; TensorBoard's Time Series and Scalars pages group by the
+first component and sort by name, so each metric lands next to its twin and their difference. The Custom Scalars
+page (``tensorboard_layout.custom_scalars_layout``, written with each run) shows the parity verdict first, then one
+chart per metric overlaying both models, beside the chart of their difference. Tags (``<model>``: manual,
+autograd; a ``--no-twin`` run writes the manual ones and no parity, difference or autograd tag):
 
-    loss/train, loss/train_epoch, loss/test, accuracy/test, loss/val, accuracy/val    both model writers
-    weights/W1, grads/dW1, ...                                      histograms, both model writers
-    images/misclassified_test_digits                                both model writers, labels on each tile
-    images/first_layer_weights                                      manual writer
-    Parity/worst_ulp, Parity/worst_rel_error,                       both model writers (the pair's parity, so
-      Parity/bitwise_equal_fraction, Parity/checks_out_of_policy,   each HParams row has it), one point per
+    loss/train/<model>, loss/train_epoch/<model>, loss/test/<model>,   scalars, per model
+      accuracy/test/<model>, loss/val/<model>, accuracy/val/<model>
+    loss/test/manual-autograd, ... (manual - autograd)              the difference, for every loss/ and accuracy/
+    lr/<model>                                                      the learning rate, at the curve points
+    gradient_flow/layer1/grad_norm/<model>, .../update_norm/...,    per layer, at the curve points
+      .../update_to_weight/<model>
+    weights/W1/<model>, grads/dW1/<model>, ...                      histograms, each epoch
+    images/misclassified_test_digits/<model>                        labels on each tile, each epoch
+    images/first_layer_weights/manual                               each epoch
+    Parity/checks_out_of_policy, Parity/bitwise_equal_fraction,     the pair's verdict figures, once, one point per
       Parity/normwise_error_log10                                   parity check
-    parity_detail/normwise_tolerance_log10,                         manual writer, one point per parity check
+    parity_elementwise/worst_ulp, parity_elementwise/worst_rel_error   the elementwise figures, idem
+    parity_detail/normwise_tolerance_log10,                         one point per parity check
       parity_detail/out_of_policy_fraction, Parity/layer_by_tensor (image)
-    Parity/verdict (text, every epoch and at a stop), config (text, once), the Custom Scalars layout: manual writer
-    difference/loss/train, ... (manual - autograd)                  parity writer
-    parity_detail/layer3/dW, ..., parity_detail/run/loss            parity writer, log10 normwise error per tensor
-      parity_detail/weights_max_abs_diff
-    the HParams session (hparams incl. ``model``, status)           both model writers; its metrics are the
-                                                                    last values of the writer's scalar series
+    parity_detail/layer3/dW, ..., parity_detail/run/loss,           log10 normwise error per tensor, and the
+      parity_detail/weights_max_abs_diff                            largest weight difference, per parity check
+    parity_detail/dp_vs_single_process_eps_of_max, ..._max_rel      data-parallel: the averaged gradient against
+                                                                    one process's (rank 0 writes)
+    Parity/verdict (text, every epoch and at a stop), config (text, once), the Custom Scalars layout
+    the HParams session (hparams, status)                           one per training; its metrics are the last
+                                                                    values of every scalar series: both models'
+                                                                    and the parity figures
+
+A run directory of the old layout (``manual/``, ``autograd/``, ``parity/`` writers, before this one) that is
+resumed keeps its subdirectories untouched; the resumed part is written at its root, in this layout.
 """
 
 from __future__ import annotations
@@ -45,9 +59,10 @@ from torchvision.utils import make_grid
 from side_by_side.digit_tiles import labelled_digit_grid
 from side_by_side.parity_heatmap import parity_heatmap
 from side_by_side.tensorboard_layout import (
+    CONFIG_TEXT,
     DETAIL_PREFIX,
-    DIFFERENCE_PREFIX,
-    DP_TAGS,
+    DIFFERENCE,
+    MODELS,
     PARITY_BITWISE_FRACTION,
     PARITY_HEATMAP,
     PARITY_NORMWISE_LOG10,
@@ -60,11 +75,12 @@ from side_by_side.tensorboard_layout import (
     VALIDATION_TAGS,
     custom_scalars_layout,
     layer_detail_tag,
+    model_tag,
     normwise_log10,
 )
 
-MODEL_WRITERS = ("manual", "autograd")
 DIFFERENCE_OF = ("loss/", "accuracy/")  # the model curves that get a manual - autograd curve
+LEGACY_WRITERS = ("manual", "autograd", "parity")  # the subdirectories of an old-layout run directory
 STAMP_FORMAT = "%y%m%d-%H%M%S"
 
 
@@ -111,15 +127,16 @@ def _worst(values) -> float:
 class RunLogger:
     """Writes one run's events. ``purge_step`` (when resuming) discards events logged after the checkpoint by
     the interrupted run, so the resumed curves continue without duplicates. ``validation``: whether the run has a
-    validation split (its charts join the Custom Scalars page); None: found out from the first logged loss/val."""
+    validation split (its charts join the Custom Scalars page); None: found out from the first logged loss/val.
+    ``legacy_writers``: the old-layout subdirectories found in ``run_dir`` (a resumed old run), left as they are."""
 
     def __init__(self, run_dir: Path, purge_step: int | None = None, twin: bool = True,
                  validation: bool | None = None, layers: int = 0):
         self.run_dir = Path(run_dir)
         self.twin = twin
-        names = MODEL_WRITERS if twin else MODEL_WRITERS[:1]
-        self.writers = {name: SummaryWriter(str(self.run_dir / name), purge_step=purge_step) for name in names}
-        self.parity_writer = SummaryWriter(str(self.run_dir / "parity"), purge_step=purge_step) if twin else None
+        self.models = MODELS if twin else MODELS[:1]
+        self.legacy_writers = [name for name in LEGACY_WRITERS if (self.run_dir / name).is_dir()]
+        self.writer = SummaryWriter(str(self.run_dir), purge_step=purge_step)
         self.started = time.time()
         self._pending: dict[tuple[int, str], tuple[str, float]] = {}  # (step, tag) -> the first model's value
         self._validation = bool(validation)
@@ -128,31 +145,38 @@ class RunLogger:
         self._write_layout()
 
     def _write_layout(self) -> None:
-        """The Custom Scalars page, in the manual writer (the plugin merges the layouts of all runs; one per run
-        directory is enough). Written again when validation curves turn up: the plugin reads the latest."""
-        self.writers["manual"].add_custom_scalars(custom_scalars_layout(
+        """The Custom Scalars page. Written again when validation or data-parallel curves turn up: the plugin
+        reads the latest."""
+        self.writer.add_custom_scalars(custom_scalars_layout(
             twin=self.twin, validation=self._validation, layers=self._layers, data_parallel=self._data_parallel))
 
     # --- scalars ---------------------------------------------------------------------------------------------------
 
     def scalars(self, model: str, step: int, values: dict[str, float]) -> None:
-        """Finite values go to the model's writer; once both models have logged a tag at a step, their difference
-        (manual - autograd) goes to the parity writer, so curves that coincide show as a flat zero."""
-        writer = self.writers.get(model)
-        if writer is None:
+        """A model's finite values, each as ``<tag>/<model>``; once both models have logged a loss or accuracy
+        at a step, their difference (manual - autograd) as ``<tag>/manual-autograd``, so curves that coincide show
+        as a flat zero."""
+        if model not in self.models:
             return
         if not self._validation and any(tag in values for tag in VALIDATION_TAGS):
             self._validation = True
             self._write_layout()
-        if not self._data_parallel and any(tag in values for tag in DP_TAGS):
-            self._data_parallel = True
-            self._write_layout()
         for tag, value in values.items():
             if value is None or not math.isfinite(value):
                 continue
-            writer.add_scalar(tag, value, step)
-            if self.parity_writer is not None and tag.startswith(DIFFERENCE_OF):
+            self.writer.add_scalar(model_tag(tag, model), value, step)
+            if self.twin and tag.startswith(DIFFERENCE_OF):
                 self._difference(model, step, tag, value)
+
+    def run_scalars(self, step: int, values: dict[str, float]) -> None:
+        """Values of the run rather than of one model (the data-parallel distance), under their own tags; the first
+        data-parallel one adds its category to the Custom Scalars page."""
+        if not self._data_parallel and any(tag.startswith(DETAIL_PREFIX + "dp_") for tag in values):
+            self._data_parallel = True
+            self._write_layout()
+        for tag, value in values.items():
+            if value is not None and math.isfinite(value):
+                self.writer.add_scalar(tag, value, step)
 
     def _difference(self, model: str, step: int, tag: str, value: float) -> None:
         other = self._pending.pop((step, tag), None)
@@ -160,7 +184,7 @@ class RunLogger:
             self._pending[(step, tag)] = (model, value)
             return
         values = {model: value, other[0]: other[1]}
-        self.parity_writer.add_scalar(DIFFERENCE_PREFIX + tag, values["manual"] - values["autograd"], step)
+        self.writer.add_scalar(model_tag(tag, DIFFERENCE), values["manual"] - values["autograd"], step)
         # A step's values arrive together; anything older is left unmatched for good (a model's value that was
         # not finite), so drop it instead of holding it for the whole run.
         self._pending = {key: held for key, held in self._pending.items() if key[0] >= step}
@@ -168,14 +192,12 @@ class RunLogger:
     def parity(self, step: int, rows, weight_diffs: dict[str, float], bitwise: bool, weight_rows=None,
                checks_out_of_policy: int | None = None, rtol: float | None = None) -> None:
         """One parity check over every compared tensor (``rows``: the step's loss, activations and gradients;
-        ``weight_rows``: the parameters, optimizer state and lr after the update, when given).
-
-        The summary goes to both model writers, so each model's HParams row carries it (identical lines draw as
-        one): the worst ulp distance and relative error, the fraction bitwise equal, the log10 normwise error of the
-        worst tensor and ``checks_out_of_policy`` (the run's count so far). The manual writer adds the tolerance line
-        log10(``rtol``), this check's fraction out of policy and the layer x tensor image; the parity writer one
-        log10 normwise curve per tensor and the largest weight difference."""
-        if self.parity_writer is None:
+        ``weight_rows``: the parameters, optimizer state and lr after the update, when given), written once (the
+        pair's): the worst ulp distance and relative error, the fraction bitwise equal, the log10 normwise error of
+        the worst tensor and ``checks_out_of_policy`` (the run's count so far); the tolerance line log10(``rtol``),
+        this check's fraction out of policy and the layer x tensor image; one log10 normwise curve per tensor and
+        the largest weight difference."""
+        if not self.twin:
             return
         compared = [*rows, *(weight_rows or ())]
         fraction = sum(row.exact for row in compared) / len(compared) if compared else float(bitwise)
@@ -185,35 +207,30 @@ class RunLogger:
                    PARITY_NORMWISE_LOG10: normwise_log10(_worst(row.normwise for row in compared))}
         if checks_out_of_policy is not None:
             summary[PARITY_OUT_OF_POLICY] = checks_out_of_policy
-        for writer in self.writers.values():
-            for tag, value in summary.items():
-                writer.add_scalar(tag, value, step)
-        manual = self.writers["manual"]
         if rtol is not None:
-            manual.add_scalar(PARITY_TOLERANCE_LOG10, math.log10(rtol), step)
+            summary[PARITY_TOLERANCE_LOG10] = math.log10(rtol)
         if compared:
-            manual.add_scalar(PARITY_OUT_OF_POLICY_FRACTION,
-                              sum(not row.passed for row in compared) / len(compared), step)
-            manual.add_image(PARITY_HEATMAP, parity_heatmap(compared, step), step, dataformats="HWC")
+            summary[PARITY_OUT_OF_POLICY_FRACTION] = sum(not row.passed for row in compared) / len(compared)
+            self.writer.add_image(PARITY_HEATMAP, parity_heatmap(compared, step), step, dataformats="HWC")
+        for tag, value in summary.items():
+            self.writer.add_scalar(tag, value, step)
         for row in compared:
             value = normwise_log10(row.normwise)
             if math.isfinite(value):
-                self.parity_writer.add_scalar(layer_detail_tag(row.layer, row.name), value, step)
-        self.parity_writer.add_scalar(f"{DETAIL_PREFIX}weights_max_abs_diff",
-                                      _worst(weight_diffs.values()), step)
+                self.writer.add_scalar(layer_detail_tag(row.layer, row.name), value, step)
+        self.writer.add_scalar(f"{DETAIL_PREFIX}weights_max_abs_diff", _worst(weight_diffs.values()), step)
 
     def verdict(self, step: int, text: str) -> None:
-        """The parity verdict in words (``parity_verdict.verdict_text``), a Text card in the manual writer; the
-        card renders Markdown, so its first word (PASS, FAIL) is set in bold to be read first."""
+        """The parity verdict in words (``parity_verdict.verdict_text``), a Text card; the card renders Markdown,
+        so its first word (PASS, FAIL) is set in bold to be read first."""
         word, _, rest = text.partition(" ")
-        self.writers["manual"].add_text(PARITY_VERDICT, f"**{word}** {rest}" if word in ("PASS:", "PASS,", "FAIL:")
-                                        else text, step)
+        self.writer.add_text(PARITY_VERDICT, f"**{word}** {rest}" if word in ("PASS:", "PASS,", "FAIL:") else text,
+                             step)
 
     # --- histograms and images ---------------------------------------------------------------------------------------
 
     def histograms(self, model: str, step: int, params: dict[str, Tensor], grads: dict[str, Tensor] | None) -> None:
-        writer = self.writers.get(model)
-        if writer is None:
+        if model not in self.models:
             return
         tagged = [(f"weights/{name}", tensor) for name, tensor in params.items()]
         tagged += [(f"grads/d{name}", tensor) for name, tensor in (grads or {}).items() if tensor is not None]
@@ -224,70 +241,64 @@ class RunLogger:
             # such histograms are simply left out.
             if torch.isfinite(values).all():
                 try:
-                    writer.add_histogram(tag, values, step)
+                    self.writer.add_histogram(model_tag(tag, model), values, step)
                 except ValueError:
                     continue
 
     def first_layer_images(self, step: int, W1: Tensor, max_units: int = 64) -> None:
-        """The first layer's weight rows as 28x28 tiles, each scaled to its own range."""
+        """The first layer's weight rows (the manual model's) as 28x28 tiles, each scaled to its own range."""
         if W1.shape[1] != 28 * 28:
             return
         tiles = W1[:max_units].detach().float().cpu().reshape(-1, 1, 28, 28)
         grid = make_grid(tiles, nrow=8, normalize=True, scale_each=True, pad_value=1.0)
-        self.writers["manual"].add_image("images/first_layer_weights", grid, step)
+        self.writer.add_image(model_tag("images/first_layer_weights", "manual"), grid, step)
 
     def misclassified(self, step: int, images: Tensor, labels: Tensor, predictions: Tensor,
                       max_images: int = 64, model: str = "manual") -> None:
         """The first ``max_images`` misclassified test digits of ``model``, each tile captioned true -> predicted."""
-        writer = self.writers.get(model)
         wrong = (predictions != labels).nonzero().flatten()[:max_images]
-        if writer is None or wrong.numel() == 0 or images.shape[1] != 28 * 28:
+        if model not in self.models or wrong.numel() == 0 or images.shape[1] != 28 * 28:
             return
         wrong = wrong.cpu()
         grid = labelled_digit_grid(images.detach().cpu()[wrong], labels.cpu()[wrong], predictions.cpu()[wrong])
-        writer.add_image("images/misclassified_test_digits", grid, step, dataformats="HWC")
+        self.writer.add_image(model_tag("images/misclassified_test_digits", model), grid, step, dataformats="HWC")
 
     # --- run description -------------------------------------------------------------------------------------------
 
     def config_text(self, description: dict) -> None:
-        """The run's description as JSON, once per run (in the manual writer)."""
+        """The run's description as JSON, once per run."""
         text = "```json\n" + json.dumps(description, indent=2, sort_keys=True) + "\n```"
-        self.writers["manual"].add_text("config", text, 0)
+        self.writer.add_text(CONFIG_TEXT, text, 0)
 
     def hparams(self, hparams: dict, metrics: dict[str, dict[str, float]] | None = None,
                 status: str = "success") -> None:
-        """One HParams session per model writer: ``hparams`` plus a ``model`` column. The metrics are not written
-        here: TensorBoard takes each session's metrics from the last points of its writer's scalar series (test
-        accuracy and loss, and for the engine the parity summary of the last check, which covers the weights and so
-        every earlier difference), so no one-point ``hparam/*`` scalars clutter the Scalars tab. ``metrics`` is
-        accepted for compatibility and ignored. No experiment summary either: TensorBoard then builds the columns
-        from all runs' sessions, so runs with different hyperparameters stay comparable."""
+        """The run's HParams session, one row per training: ``hparams`` as columns. The metrics are not written
+        here: TensorBoard takes the session's metrics from the last points of the run's scalar series (both models'
+        test accuracy and loss, their differences, and the parity figures of the last check, which covers the
+        weights and so every earlier difference), so no one-point ``hparam/*`` scalars clutter the Scalars tab.
+        ``metrics`` is accepted for compatibility and ignored. No experiment summary either: TensorBoard then builds
+        the columns from all runs' sessions, so runs with different hyperparameters stay comparable, and marks the
+        columns whose values differ (the table shows those first)."""
         status_value = {"success": hparams_api.STATUS_SUCCESS, "failure": hparams_api.STATUS_FAILURE,
                         "running": hparams_api.STATUS_RUNNING}.get(status)
         if status_value is None:
             raise ValueError(f"status: expected success, failure or running; got {status!r}")
-        for model, writer in self.writers.items():
-            start = SessionStartInfo(start_time_secs=self.started)
-            for key, value in _flatten({"model": model, **hparams}).items():
-                _set_hparam(start.hparams[key], value)
-            end = SessionEndInfo(status=status_value, end_time_secs=time.time())
-            writer.file_writer.add_summary(_hparams_summary(hparams_metadata.SESSION_START_INFO_TAG,
-                                                            HParamsPluginData(session_start_info=start)))
-            writer.file_writer.add_summary(_hparams_summary(hparams_metadata.SESSION_END_INFO_TAG,
-                                                            HParamsPluginData(session_end_info=end)))
+        start = SessionStartInfo(start_time_secs=self.started)
+        for key, value in _flatten(hparams).items():
+            _set_hparam(start.hparams[key], value)
+        end = SessionEndInfo(status=status_value, end_time_secs=time.time())
+        self.writer.file_writer.add_summary(_hparams_summary(hparams_metadata.SESSION_START_INFO_TAG,
+                                                             HParamsPluginData(session_start_info=start)))
+        self.writer.file_writer.add_summary(_hparams_summary(hparams_metadata.SESSION_END_INFO_TAG,
+                                                             HParamsPluginData(session_end_info=end)))
 
     # --- files -----------------------------------------------------------------------------------------------------
 
     def flush(self) -> None:
-        for writer in self._all():
-            writer.flush()
+        self.writer.flush()
 
     def close(self) -> None:
-        for writer in self._all():
-            writer.close()
-
-    def _all(self):
-        return [*self.writers.values(), *([self.parity_writer] if self.parity_writer else [])]
+        self.writer.close()
 
 
 def _flatten(hparams: dict, prefix: str = "") -> dict:

@@ -400,3 +400,23 @@ def ancestor(pid: int, parent: int) -> bool:
         if pid == parent:
             return True
     return False
+
+
+@needs_gloo
+def test_rank_0_writes_one_tensorboard_run_with_the_pair_and_the_data_parallel_distance(fake_data, tmp_path):
+    """Both models and the distance of the averaged gradient to the single-process one, in the run directory's one
+    event file (rank 0's; the other rank writes nothing), the distance without a model in its tag."""
+    from tensorboard.backend.event_processing import event_accumulator as ea
+
+    result = torchrun(fake_data, tmp_path / "logs", "--epochs", "1", "--parity-every", "1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    run_dir = run_dir_of(tmp_path / "logs")
+    assert len(list(run_dir.glob("events.out.tfevents.*"))) == 1
+    assert not [path for path in run_dir.iterdir() if path.is_dir()]
+    acc = ea.EventAccumulator(str(run_dir), size_guidance={ea.SCALARS: 0})
+    acc.Reload()
+    scalars = set(acc.Tags()["scalars"])
+    assert {"loss/train/manual", "loss/train/autograd", "loss/train/manual-autograd", "Parity/checks_out_of_policy",
+            "parity_detail/dp_vs_single_process_eps_of_max", "parity_detail/dp_vs_single_process_max_rel"} <= scalars
+    steps = [event.step for event in acc.Scalars("parity_detail/dp_vs_single_process_max_rel")]
+    assert steps == list(range(1, len(steps) + 1)) and len(steps) >= 2  # every step: --parity-every 1

@@ -256,7 +256,7 @@ def test_a_failing_tensorboard_writer_is_reported_once_as_such():
         closed = False
 
         def scalars(self, *args):
-            raise OSError(28, "No space left on device", "/runs/x/manual/events.out.tfevents.1")
+            raise OSError(28, "No space left on device", "/runs/x/events.out.tfevents.1")
 
         def close(self):
             FullDisk.closed = True
@@ -264,7 +264,7 @@ def test_a_failing_tensorboard_writer_is_reported_once_as_such():
 
     logger = GuardedLogger(Path("/runs/x"), FullDisk)
     with pytest.raises(LoggingError, match=r"cannot write TensorBoard events in /runs/x: No space left on device "
-                                           r"\(/runs/x/manual/events.out.tfevents.1\)"):
+                                           r"\(/runs/x/events.out.tfevents.1\)"):
         logger.scalars("manual", 1, {})
     assert logger.scalars("manual", 2, {}) is None  # later calls do nothing
     logger.close()  # does not raise over the first error

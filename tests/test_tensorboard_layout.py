@@ -24,6 +24,8 @@ from side_by_side.tensorboard_layout import (
     PARITY_OUT_OF_POLICY,
     PARITY_OUT_OF_POLICY_FRACTION,
     PARITY_TOLERANCE_LOG10,
+    PARITY_WORST_REL,
+    PARITY_WORST_ULP,
     auto_log_interval,
     custom_scalars_layout,
     layer_detail_tag,
@@ -136,32 +138,63 @@ def test_layout_puts_the_verdict_first_and_pairs_each_metric_with_its_difference
     assert categories[-2].startswith("gradient flow") and categories[-1] == "learning rate"
     flow = layout[categories[-2]]
     assert [regexes for _, (_, regexes) in flow.items()] == [
-        [rf"^gradient_flow/layer\d+/{name}$"] for name in ("grad_norm", "update_norm", "update_to_weight")]
+        [rf"^gradient_flow/layer\d+/{name}/(manual|autograd)$"] for name in ("grad_norm", "update_norm",
+                                                                              "update_to_weight")]
+    assert [regexes for _, (_, regexes) in layout["learning rate"].items()] == [["^lr/(manual|autograd)$"]]
     metric_categories = categories[3:-2]
     assert metric_categories == ["loss/train", "loss/train_epoch", "loss/test", "accuracy/test"]
     for title in metric_categories:
         (metric_title, (kind, regexes)), (difference_title, (_, difference)) = layout[title].items()
         assert "one line" in metric_title  # says that coinciding curves draw as one line
-        assert kind == "Multiline" and regexes == [f"^{re.escape(title)}$"]
+        assert "one colour per training" in metric_title
+        assert kind == "Multiline" and regexes == [f"^{re.escape(title)}/(manual|autograd)$"]
         assert difference_title.startswith(f"{title}: manual - autograd")
-        assert difference == [f"^{re.escape('difference/' + title)}$"]
+        assert difference == [f"^{re.escape(title + '/manual-autograd')}$"]
     assert not any("val" in title for category in layout.values() for title in category)
     assert {"loss/val", "accuracy/val"} <= set(custom_scalars_layout(twin=True, validation=True))
     assert not any("data-parallel" in title for title in layout)
     assert any("data-parallel" in title for title in custom_scalars_layout(twin=True, data_parallel=True))
 
 
-def test_layout_regexes_select_exactly_their_tag():
-    for category in custom_scalars_layout(twin=True, validation=True, data_parallel=True).values():
-        for _, regexes in category.values():
-            for regex in regexes:
-                if "\\d" in regex:  # the gradient-flow charts: one line per layer
-                    assert re.match(regex, "gradient_flow/layer12/grad_norm" if "grad_norm" in regex else
-                                    "gradient_flow/layer3/update_norm" if "update_norm" in regex else
-                                    "gradient_flow/layer1/update_to_weight"), regex
-                    continue
-                tag = regex[1:-1].replace("\\", "")
-                assert re.match(regex, tag) and not re.match(regex, tag + "_epoch") and not re.match(regex, "x" + tag)
+# The tags a twin run writes (tensorboard_writer's docstring), for the regexes to be matched against.
+MODEL_METRICS = ("loss/train", "loss/train_epoch", "loss/test", "accuracy/test", "loss/val", "accuracy/val")
+RUN_TAGS = [*(f"{metric}/{model}" for metric in MODEL_METRICS for model in ("manual", "autograd", "manual-autograd")),
+            *(f"gradient_flow/layer{layer}/{name}/{model}" for layer in (1, 2, 12) for model in ("manual", "autograd")
+              for name in ("grad_norm", "update_norm", "update_to_weight")),
+            "lr/manual", "lr/autograd", PARITY_OUT_OF_POLICY, PARITY_BITWISE_FRACTION, PARITY_NORMWISE_LOG10,
+            PARITY_WORST_ULP, PARITY_WORST_REL, PARITY_TOLERANCE_LOG10, PARITY_OUT_OF_POLICY_FRACTION,
+            "parity_detail/dp_vs_single_process_eps_of_max", "parity_detail/dp_vs_single_process_max_rel"]
+
+
+def test_layout_regexes_select_their_tags_and_nothing_else():
+    """Each chart of a whole layout selects, among the tags a run writes, exactly the ones its title promises: a
+    metric chart both models' series (never the difference, never loss/train_epoch for loss/train), a difference
+    chart the difference alone, a gradient-flow chart its quantity for every layer and both models."""
+    layout = custom_scalars_layout(twin=True, validation=True, data_parallel=True)
+    for category, charts in layout.items():
+        for title, (_, regexes) in charts.items():
+            selected = {tag for tag in RUN_TAGS if any(re.match(regex, tag) for regex in regexes)}
+            assert selected, title
+            if category in MODEL_METRICS:
+                expected = ({f"{category}/manual-autograd"} if "manual - autograd" in title
+                            else {f"{category}/manual", f"{category}/autograd"})
+                assert selected == expected, (title, selected)
+            elif category.startswith("gradient flow"):
+                name = next(name for name in ("grad_norm", "update_norm", "update_to_weight") if name in regexes[0])
+                assert selected == {tag for tag in RUN_TAGS if tag.startswith("gradient_flow/")
+                                    and f"/{name}/" in tag}, title
+            elif category == "learning rate":
+                assert selected == {"lr/manual", "lr/autograd"}
+            else:  # the parity charts: the pair's tags, without a model
+                assert not [tag for tag in selected if tag.endswith(("/manual", "/autograd"))], title
+
+
+def test_layout_without_the_twin_selects_the_manual_model_only():
+    layout = custom_scalars_layout(twin=False, validation=True)
+    for charts in layout.values():
+        for title, (_, regexes) in charts.items():
+            selected = {tag for tag in RUN_TAGS if any(re.match(regex, tag) for regex in regexes)}
+            assert selected and all(tag.endswith("/manual") for tag in selected), (title, selected)
 
 
 def test_layer_detail_tags_match_their_layer_chart_only():
@@ -179,7 +212,7 @@ def test_layout_without_the_twin_has_no_parity_or_difference_charts():
     layout = custom_scalars_layout(twin=False)
     assert not [title for title in layout if "parity" in title]
     assert not [regex for category in layout.values() for _, regexes in category.values() for regex in regexes
-                if "difference" in regex or "parity" in regex]
+                if "manual-autograd" in regex or "autograd" in regex or "arity" in regex]
 
 
 # --- the labelled digit grid ------------------------------------------------------------------------------------------
@@ -230,25 +263,23 @@ def test_parity_summary_covers_gradients_and_weights(tmp_path):
                           passed=False), row(1, "db", 9.0, exact=False, normwise=1e-3, passed=False)], {}, False,
                   checks_out_of_policy=1, rtol=1e-4)
     logger.close()
-    manual, parity = load(tmp_path / "manual"), load(tmp_path / "parity")
-    assert series(manual, "Parity/worst_ulp")[:2] == [(1, 5.0), (2, 0.0)]
-    assert series(manual, "Parity/worst_rel_error")[:2] == [(1, pytest.approx(1e-6)), (2, 0.0)]
-    assert series(manual, "Parity/bitwise_equal_fraction") == [(1, pytest.approx(4 / 6)), (2, 1.0), (3, 0.0)]
-    assert math.isnan(series(manual, "Parity/worst_ulp")[2][1])  # a NaN is not hidden by a finite 9
-    assert series(manual, "Parity/normwise_error_log10")[:2] == [(1, pytest.approx(-7)), (2, BITWISE_LOG10)]
-    assert math.isnan(series(manual, "Parity/normwise_error_log10")[2][1])
-    assert series(manual, "Parity/checks_out_of_policy") == [(1, 0.0), (3, 1.0)]  # step 2 gave no count
-    assert series(manual, PARITY_OUT_OF_POLICY_FRACTION) == [(1, 0.0), (2, 0.0), (3, 1.0)]
-    assert series(manual, PARITY_TOLERANCE_LOG10) == [(1, pytest.approx(-4)), (3, pytest.approx(-4))]
-    assert series(parity, "parity_detail/layer1/dW") == [(1, pytest.approx(-7))]  # NaN at step 3: no point
-    assert series(parity, "parity_detail/layer1/db") == [(1, BITWISE_LOG10), (3, pytest.approx(-3))]
-    assert series(parity, "parity_detail/weights_max_abs_diff")[:2] == [(1, pytest.approx(1e-9)), (2, 0.0)]
-    assert not [tag for tag in parity.Tags()["scalars"] if not tag.startswith("parity_detail/")]
-    autograd = load(tmp_path / "autograd")  # the pair's summary, for the twin's HParams row too
-    assert set(autograd.Tags()["scalars"]) == {"Parity/worst_ulp", "Parity/worst_rel_error",
-                                               "Parity/bitwise_equal_fraction", "Parity/normwise_error_log10",
-                                               "Parity/checks_out_of_policy"}
-    assert len(manual.Images("Parity/layer_by_tensor")) == 3
+    assert [path for path in tmp_path.iterdir() if path.is_dir()] == []  # one writer, in the run directory
+    acc = load(tmp_path)
+    assert series(acc, PARITY_WORST_ULP)[:2] == [(1, 5.0), (2, 0.0)]
+    assert series(acc, PARITY_WORST_REL)[:2] == [(1, pytest.approx(1e-6)), (2, 0.0)]
+    assert series(acc, "Parity/bitwise_equal_fraction") == [(1, pytest.approx(4 / 6)), (2, 1.0), (3, 0.0)]
+    assert math.isnan(series(acc, PARITY_WORST_ULP)[2][1])  # a NaN is not hidden by a finite 9
+    assert series(acc, "Parity/normwise_error_log10")[:2] == [(1, pytest.approx(-7)), (2, BITWISE_LOG10)]
+    assert math.isnan(series(acc, "Parity/normwise_error_log10")[2][1])
+    assert series(acc, "Parity/checks_out_of_policy") == [(1, 0.0), (3, 1.0)]  # step 2 gave no count
+    assert series(acc, PARITY_OUT_OF_POLICY_FRACTION) == [(1, 0.0), (2, 0.0), (3, 1.0)]
+    assert series(acc, PARITY_TOLERANCE_LOG10) == [(1, pytest.approx(-4)), (3, pytest.approx(-4))]
+    assert series(acc, "parity_detail/layer1/dW") == [(1, pytest.approx(-7))]  # NaN at step 3: no point
+    assert series(acc, "parity_detail/layer1/db") == [(1, BITWISE_LOG10), (3, pytest.approx(-3))]
+    assert series(acc, "parity_detail/weights_max_abs_diff")[:2] == [(1, pytest.approx(1e-9)), (2, 0.0)]
+    # the pair's figures, once: no model in any tag
+    assert not [tag for tag in acc.Tags()["scalars"] if tag.endswith(("/manual", "/autograd", "/manual-autograd"))]
+    assert len(acc.Images("Parity/layer_by_tensor")) == 3
 
 
 def test_difference_curves_pair_the_two_models_in_either_order(tmp_path):
@@ -259,11 +290,25 @@ def test_difference_curves_pair_the_two_models_in_either_order(tmp_path):
     logger.scalars("manual", 20, {"loss/test": 1.5, "accuracy/test": math.nan})  # not finite: no point, no pair
     logger.scalars("manual", 30, {"loss/train": 0.125})  # the twin's value never comes
     logger.close()
-    parity = load(tmp_path / "parity")
-    assert series(parity, "difference/loss/train") == [(10, 0.25)]
-    assert series(parity, "difference/loss/test") == [(20, 0.5)]
-    assert set(parity.Tags()["scalars"]) == {"difference/loss/train", "difference/loss/test"}  # none for lr
-    assert series(load(tmp_path / "manual"), "loss/train") == [(10, 0.5), (30, 0.125)]
+    acc = load(tmp_path)
+    assert series(acc, "loss/train/manual-autograd") == [(10, 0.25)]
+    assert series(acc, "loss/test/manual-autograd") == [(20, 0.5)]
+    assert set(acc.Tags()["scalars"]) == {"loss/train/manual", "loss/train/autograd", "loss/train/manual-autograd",
+                                          "lr/manual", "lr/autograd", "loss/test/autograd", "loss/test/manual",
+                                          "loss/test/manual-autograd", "accuracy/test/autograd"}  # no lr difference
+    assert series(acc, "loss/train/manual") == [(10, 0.5), (30, 0.125)]
+
+
+def test_without_the_twin_only_the_manual_model_is_written(tmp_path):
+    logger = RunLogger(tmp_path, twin=False)
+    logger.scalars("manual", 1, {"loss/train": 0.5})
+    logger.scalars("autograd", 1, {"loss/train": 0.5})  # ignored: there is no twin
+    logger.histograms("autograd", 1, {"W1": torch.ones(2, 2)}, None)
+    logger.histograms("manual", 1, {"W1": torch.ones(2, 2)}, None)
+    logger.parity(1, [row(1, "dW")], {}, True)  # ignored: nothing to compare
+    logger.close()
+    acc = load(tmp_path)
+    assert acc.Tags()["scalars"] == ["loss/train/manual"] and acc.Tags()["histograms"] == ["weights/W1/manual"]
 
 
 def layout_of(directory) -> list[str]:
@@ -278,20 +323,20 @@ def test_layout_is_upgraded_when_validation_curves_appear(tmp_path):
     logger.scalars("manual", 5, {"loss/val": 1.0})
     logger.scalars("manual", 9, {"loss/val": 1.0})
     logger.close()
-    written = load(tmp_path / "a" / "manual").Tensors(custom_scalars_metadata.CONFIG_SUMMARY_TAG)
+    written = load(tmp_path / "a").Tensors(custom_scalars_metadata.CONFIG_SUMMARY_TAG)
     assert len(written) == 2  # the plugin reads the latest
     categories = [[category.title for category in
                    layout_pb2.Layout.FromString(event.tensor_proto.string_val[0]).category] for event in written]
     assert "loss/val" not in categories[0] and "loss/val" in categories[1]
     RunLogger(tmp_path / "b", twin=False, validation=True).close()
-    assert not (tmp_path / "b" / "parity").exists()
-    [only] = load(tmp_path / "b" / "manual").Tensors(custom_scalars_metadata.CONFIG_SUMMARY_TAG)
+    assert [path for path in (tmp_path / "b").iterdir() if path.is_dir()] == []
+    [only] = load(tmp_path / "b").Tensors(custom_scalars_metadata.CONFIG_SUMMARY_TAG)
     titles = [chart.title for category in layout_pb2.Layout.FromString(only.tensor_proto.string_val[0]).category
               for chart in category.chart]
-    assert "loss/val" in titles and not [title for title in titles if "parity" in title or "manual -" in title]
+    assert "loss/val: manual" in titles and not [title for title in titles if "parity" in title or "manual -" in title]
 
 
-def test_hparams_sessions_have_a_model_column_and_typed_values(tmp_path):
+def test_one_hparams_session_without_a_model_column_and_typed_values(tmp_path):
     logger = RunLogger(tmp_path)
     logger.config_text({"epochs": 2})
     logger.hparams({"lr": 0.05, "batch_size": 64, "np_int": np.int64(3), "standardize": False, "sizes": [784, 10],
@@ -300,25 +345,41 @@ def test_hparams_sessions_have_a_model_column_and_typed_values(tmp_path):
     with pytest.raises(ValueError, match="status"):
         logger.hparams({}, status="done")
     logger.close()
-    for model in ("manual", "autograd"):
-        acc = load(tmp_path / model)
-        content = acc.PluginTagToContent(hparams_metadata.PLUGIN_NAME)
-        assert set(content) == {hparams_metadata.SESSION_START_INFO_TAG, hparams_metadata.SESSION_END_INFO_TAG}
-        start = hparams_metadata.parse_session_start_info_plugin_data(content[hparams_metadata.SESSION_START_INFO_TAG])
-        values = {key: getattr(value, value.WhichOneof("kind")) for key, value in start.hparams.items()}
-        assert values == {"model": model, "lr": 0.05, "batch_size": "64", "np_int": "3", "standardize": False,
-                          "sizes": "784-10", "optimizer.name": "adam", "optimizer.betas": "0.9-0.999"}
-        assert not [tag for tag in acc.Tags()["scalars"] if tag.startswith("hparam")]
-        assert ("config/text_summary" in acc.Tags()["tensors"]) == (model == "manual")
+    acc = load(tmp_path)
+    content = acc.PluginTagToContent(hparams_metadata.PLUGIN_NAME)
+    assert set(content) == {hparams_metadata.SESSION_START_INFO_TAG, hparams_metadata.SESSION_END_INFO_TAG}
+    start = hparams_metadata.parse_session_start_info_plugin_data(content[hparams_metadata.SESSION_START_INFO_TAG])
+    values = {key: getattr(value, value.WhichOneof("kind")) for key, value in start.hparams.items()}
+    assert values == {"lr": 0.05, "batch_size": "64", "np_int": "3", "standardize": False,
+                      "sizes": "784-10", "optimizer.name": "adam", "optimizer.betas": "0.9-0.999"}
+    assert not [tag for tag in acc.Tags()["scalars"] if tag.startswith("hparam")]
+    assert "config/text_summary" in acc.Tags()["tensors"]
 
 
 def test_layout_gains_the_data_parallel_category_when_its_distance_is_logged(tmp_path):
     logger = RunLogger(tmp_path, layers=2)
     logger.scalars("manual", 1, {"loss/train": 1.0})
-    logger.scalars("manual", 1, {"parity_detail/dp_vs_single_process_eps_of_max": 3.0,
-                                 "parity_detail/dp_vs_single_process_max_rel": 1e-6})
+    logger.run_scalars(1, {"parity_detail/dp_vs_single_process_eps_of_max": 3.0,
+                           "parity_detail/dp_vs_single_process_max_rel": 1e-6})
     logger.close()
-    before, after = layout_of(tmp_path / "manual")
+    before, after = layout_of(tmp_path)
     assert not any("data-parallel" in title for title in before)
     assert any("data-parallel" in title for title in after)
     assert "parity per layer, in backprop order (last layer first)" in after
+    acc = load(tmp_path)
+    assert series(acc, "parity_detail/dp_vs_single_process_eps_of_max") == [(1, 3.0)]  # the run's, no model
+
+
+def test_an_old_layout_run_directory_is_left_alone(tmp_path):
+    for name in ("manual", "parity"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "events.out.tfevents.old").write_bytes(b"old")
+    logger = RunLogger(tmp_path, purge_step=5)
+    logger.scalars("manual", 5, {"loss/train": 1.0})
+    logger.close()
+    assert logger.legacy_writers == ["manual", "parity"]
+    assert [(tmp_path / name / "events.out.tfevents.old").read_bytes() for name in ("manual", "parity")] == [b"old"] * 2
+    assert series(load(tmp_path), "loss/train/manual") == [(5, 1.0)]
+    fresh = RunLogger(tmp_path / "new")
+    fresh.close()
+    assert fresh.legacy_writers == []

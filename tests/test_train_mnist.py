@@ -48,7 +48,9 @@ def test_dry_run_smoke(fake_data, tmp_path):
     assert summary["parity"]["bitwise_equal_checks"] == summary["parity"]["checks"]
     run_dir = only_run_dir(tmp_path / "runs")
     assert json.loads((run_dir / "summary.json").read_text()) == summary
-    assert {"manual", "autograd", "parity", "checkpoint.pt"} <= {p.name for p in run_dir.iterdir()}
+    # one TensorBoard run per training: the event file in the run directory itself, no writer subdirectories
+    assert "checkpoint.pt" in {p.name for p in run_dir.iterdir()} and list(run_dir.glob("events.out.tfevents.*"))
+    assert not [p.name for p in run_dir.iterdir() if p.is_dir()]
     assert "test accuracy" in result.stdout and "tensorboard --logdir" in result.stdout
     # The hint runs as pasted: the tensorboard beside this Python (the venv's, not on PATH unless activated).
     program = summary["tensorboard"].split(" --logdir ")[0]
