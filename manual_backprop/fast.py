@@ -88,11 +88,16 @@ class FastTrainer(BatchScreen, OptimizerStateIO, MomentumSGD, Dropout, LossHead,
         dtype and device are always checked.
     low_memory: form dW and dA in row blocks from batch 256 on (Workspace.LARGE_BATCH): a much smaller workspace,
         bitwise the same numbers, a slower step.
+    refuse_divergence: raise ``DivergedBeforeUpdate`` (fast_screen.py) when a batch's loss or output scores are
+        not finite, after the forward and before anything is updated, as a training run's reference step refuses
+        them (side_by_side.model_pair). Off, the trainer updates on, as the reference engine's bare
+        ``MLP`` + optimizer do.
     """
 
     def __init__(self, config: MLPConfig, params: dict[str, Tensor], lr: float, momentum: float = 0.0, *,
                  fuse_velocity: bool = False, cuda_graph: bool = False, validate: bool = True,
-                 low_memory: bool = False, optimizer: OptimizerConfig | None = None):
+                 low_memory: bool = False, optimizer: OptimizerConfig | None = None,
+                 refuse_divergence: bool = False):
         if not isinstance(config, MLPConfig):
             raise TypeError(f"config: expected an MLPConfig; got {type(config).__name__}")
         for name, value in (("lr", lr), ("momentum", momentum)):
@@ -123,6 +128,7 @@ class FastTrainer(BatchScreen, OptimizerStateIO, MomentumSGD, Dropout, LossHead,
         self.cuda_graph = bool(cuda_graph)
         self.validate = bool(validate)
         self.low_memory = bool(low_memory)
+        self.refuse_divergence = bool(refuse_divergence)
         self._relu_hidden = config.activation == "relu"
         self._velocity = ({name: torch.zeros_like(tensor) for name, tensor in self.params.items()}
                           if self.momentum else {})
@@ -236,6 +242,8 @@ class FastTrainer(BatchScreen, OptimizerStateIO, MomentumSGD, Dropout, LossHead,
             raise
         if loss_penalty is not None:
             loss = loss + loss_penalty
+        if self.refuse_divergence and self._defer is None:  # the split step's ranks check and agree first
+            self._screen_divergence(loss, Z_out)
 
         # Backward, lecture 004's order: each layer's gradient is used (for dZ_{l-1} and the update) and then
         # its buffer serves the next layer down. The data X needs no gradient (layer 1 has no dA_0).

@@ -83,3 +83,24 @@ class BatchScreen:
         finite batch (whose Z_1 overflowed, or whose weights have diverged: the reference trains on then too)."""
         if not math.isfinite(float(Z_1.sum())):
             self._checker.check_inputs(X)
+
+    def _screen_divergence(self, loss: Tensor, Z_out: Tensor) -> None:
+        """Raise ``DivergedBeforeUpdate`` when the batch's loss or output scores are not finite, after the forward
+        and before the backward updates anything: the reference engine's step refuses such a step before its
+        update (``side_by_side.model_pair.ModelPair.step``), so the fast path refuses it at the same point, with
+        nothing updated. One reduction of Z (m, k) and one read of the loss. The output is checked as well as the
+        loss because the hinge loss turns NaN margins into 0."""
+        loss_value = float(loss)
+        if not math.isfinite(loss_value):
+            raise DivergedBeforeUpdate(loss_value, "loss")
+        if not math.isfinite(float(Z_out.sum())) and not bool(torch.isfinite(Z_out).all()):
+            raise DivergedBeforeUpdate(loss_value, "output scores Z")
+
+
+class DivergedBeforeUpdate(ArithmeticError):
+    """The fast step's loss (``what == "loss"``) or output scores became non-finite; nothing was updated.
+    ``loss``: the batch's loss as a float."""
+
+    def __init__(self, loss: float, what: str):
+        super().__init__(f"the {what} became non-finite (loss {loss}); nothing was updated")
+        self.loss, self.what = loss, what

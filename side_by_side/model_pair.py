@@ -62,7 +62,8 @@ class ModelPair(FastSteps, PairState):
                               f"{self.averager.describe()}")
         if not twin:
             try:
-                self.fast = FastTrainer.from_optimizer_config(config, self.engine.params, optimizer)
+                self.fast = FastTrainer.from_optimizer_config(config, self.engine.params, optimizer,
+                                                             refuse_divergence=True)
                 self.path_note = "fast path (manual_backprop/fast.py)"
                 if data_parallel is not None:
                     self.path_note += (f", data-parallel over {data_parallel.world_size} processes: "

@@ -8,6 +8,7 @@ import math
 
 from torch import Tensor
 
+from manual_backprop.fast_screen import DivergedBeforeUpdate
 from side_by_side.step_result import DivergenceError, StepResult, non_finite_parameter
 
 
@@ -16,13 +17,19 @@ class FastSteps:
     and ``self._agree``."""
 
     def _fast_step(self, X: Tensor, y: Tensor) -> StepResult:
-        """The fast path updates the weights inside its backward, so a non-finite loss is seen after the update:
-        the run stops there all the same, and the diverged weights never reach a checkpoint."""
+        """The fast path updates the weights inside its backward; its screen of the loss and the output scores
+        runs before the backward (``FastTrainer._screen_divergence``), so a step the reference refuses before its
+        update is refused here before any update too, with the reference's message. A gradient that overflows
+        under a finite loss and output (the reference checks the gradients too) shows up in the weights: the check
+        after the update names them."""
         self.fast.lr = self.engine_schedule.lr
-        loss = self.fast.step(X, y).item()
-        if not math.isfinite(loss):
-            raise DivergenceError(f"the manual model's loss became {loss} (fast path: this step's update is "
-                                  "not kept)")
+        try:
+            loss = self.fast.step(X, y).item()
+        except DivergedBeforeUpdate as diverged:
+            if diverged.what == "loss":
+                raise DivergenceError(f"the manual model's loss became {diverged.loss}; stopping without updating "
+                                      "the weights") from None
+            raise DivergenceError(_overflow(diverged.what, diverged.loss)) from None
         self.engine_schedule.step()
         bad = non_finite_parameter(self.engine.params)
         if bad:

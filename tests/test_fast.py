@@ -373,6 +373,31 @@ def test_a_finite_batch_whose_first_layer_overflows_trains_as_the_reference_does
         torch.testing.assert_close(trainer.params[name], tensor, rtol=0, atol=0, equal_nan=True)
 
 
+@pytest.mark.parametrize("loss", ["cross_entropy", "hinge"])
+def test_refuse_divergence_stops_before_any_update(loss):
+    """With refuse_divergence (what a training run sets) a batch whose loss or output scores are not finite is
+    refused after the forward, before the backward updates anything; without it the trainer updates on, as the
+    bare reference engine does."""
+    from manual_backprop.fast_screen import DivergedBeforeUpdate
+
+    config = MLPConfig(sizes=(6, 4, 3), loss=loss)
+    params = init_parameters(config, torch.Generator().manual_seed(0))
+    params["W1"].abs_()
+    params["W2"].fill_(3e38)  # finite weights whose output scores overflow: Z_2 = A_1 W_2^T + b_2, A_1 > 0
+    X, y = torch.full((2, 6), 10.0), torch.tensor([0, 1])
+    trainer = FastTrainer(config, {name: tensor.clone() for name, tensor in params.items()}, 0.1, 0.9,
+                          refuse_divergence=True)
+    with pytest.raises(DivergedBeforeUpdate) as refused:
+        trainer.step(X, y)
+    assert refused.value.what == ("loss" if loss == "cross_entropy" else "output scores Z")
+    for name, tensor in params.items():
+        assert torch.equal(trainer.params[name], tensor), name
+    bare = FastTrainer(config, {name: tensor.clone() for name, tensor in params.items()}, 0.1, 0.9)
+    bare.step(X, y)  # trains on into the overflow, no refusal
+    if loss == "cross_entropy":  # (the hinge loss's NaN margins give no gradient: nothing moves)
+        assert not all(torch.equal(bare.params[name], tensor) for name, tensor in params.items())
+
+
 # --- CUDA graphs ---------------------------------------------------------------------------------------------------
 
 

@@ -139,6 +139,29 @@ def test_truncated_checkpoint_is_refused(fake_data, tmp_path):
     assert missing.returncode == 1 and "no such checkpoint file" in missing.stderr
 
 
+@pytest.mark.parametrize("loss, expected", [
+    ("cross_entropy", "the manual model's loss became nan; stopping without updating the weights"),
+    # The hinge loss turns NaN margins into 0: the output scores name the overflow.
+    ("hinge", "the manual model's output scores Z became non-finite (an overflow: the loss is still"),
+])
+def test_a_diverging_step_is_refused_before_its_update_with_the_reference_message_on_the_fast_path(
+        fake_data, tmp_path, loss, expected):
+    """The reference engine (with its twin) and the fast path (--no-twin) refuse the same step with the same words,
+    and neither has updated the weights: the last good checkpoint is the step before."""
+    lines = {}
+    for engine, flags in (("reference", []), ("fast", ["--no-twin"])):
+        logdir = tmp_path / engine
+        result = train(*common(fake_data, logdir), "--lr", "1e30", "--momentum", "0", "--batch-size", "16",
+                       "--loss", loss, "--checkpoint-every", "1", *flags)
+        assert result.returncode == 1, result.stderr
+        lines[engine] = [line.split(" The last good checkpoint is")[0] for line in result.stderr.splitlines()
+                         if "stopping without updating" in line]  # (the paths differ)
+        assert lines[engine] and expected in lines[engine][0], result.stderr
+        state = load(only_run_dir(logdir) / "checkpoint.pt")
+        assert all(torch.isfinite(tensor).all() for tensor in state["engine"].values())
+    assert lines["fast"] == lines["reference"]
+
+
 def test_diverging_loss_stops_and_keeps_the_last_good_checkpoint(fake_data, tmp_path):
     result = train(*common(fake_data, tmp_path / "runs"), "--lr", "1e30", "--momentum", "0", "--batch-size", "16",
                    "--checkpoint-every", "1")
