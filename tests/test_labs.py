@@ -153,7 +153,13 @@ def test_iris_lab_learns(tmp_path):
     report = run("iris", "--fast", tmp_path=tmp_path)
     assert_all_ok(report)
     assert report.values["accuracy"] > 0.7
-    assert list(tmp_path.glob("iris/*/manual/events.out.tfevents.*"))
+    # One TensorBoard run per lab run, the model last in the tag (as the training runs).
+    events = list(tmp_path.glob("iris/*/events.out.tfevents.*"))
+    assert len(events) == 1 and not list(tmp_path.glob("iris/*/manual"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    tags = EventAccumulator(str(events[0].parent)).Reload().Tags()
+    assert {"loss/train/manual", "loss/train/autograd", "accuracy/train/manual"} <= set(tags["scalars"])
+    assert tags["images"] == ["decision_regions/manual"]
 
 
 def test_sgd_minibatch_lab():

@@ -253,6 +253,29 @@ def writer(run_dir: Path | None, name: str):
     return SummaryWriter(str(run_dir / name))
 
 
+def model_writers(run_dir: Path | None) -> dict[str, "_ModelView"]:
+    """{"manual": ..., "autograd": ...}: both models of a lab written into ONE TensorBoard run (``run_dir``
+    itself), the model last in the tag (``loss/train/manual``, ``loss/train/autograd``), as the training runs do
+    (side_by_side/tensorboard_writer.py): one lab run is one colour in TensorBoard, and each metric's two cards
+    sit side by side. Each view has ``add_scalar``, ``add_image`` and ``close`` (the shared writer closes once)."""
+    shared = writer(run_dir, ".")
+    return {model: _ModelView(shared, model) for model in ("manual", "autograd")}
+
+
+class _ModelView:
+    def __init__(self, shared, model: str):
+        self.shared, self.model = shared, model
+
+    def add_scalar(self, tag: str, value, step) -> None:
+        self.shared.add_scalar(f"{tag}/{self.model}", value, step)
+
+    def add_image(self, tag: str, image, step) -> None:
+        self.shared.add_image(f"{tag}/{self.model}", image, step)
+
+    def close(self) -> None:
+        self.shared.close()  # idempotent in SummaryWriter
+
+
 class _NullWriter:
     def __getattr__(self, name):
         return lambda *args, **kwargs: None

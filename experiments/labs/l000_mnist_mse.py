@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from experiments.labs.common import Lab, load_mnist, new_lab_run_dir, positive_float, positive_int, writer
+from experiments.labs.common import Lab, load_mnist, model_writers, new_lab_run_dir, positive_float, positive_int
 from experiments.labs.l000_two_layer_net import course_init
 from manual_backprop.config import MLPConfig
 from manual_backprop.model import MLP
@@ -57,7 +57,7 @@ def run(args, report) -> None:
     twin = TwinMLP.from_engine(config, params)
     twin_optimizer = torch.optim.SGD(twin.parameters(), lr=args.lr, foreach=False)
     run_dir = report.run_dir = new_lab_run_dir(args, "mnist_mse", f"{len(X_train)}x{epochs}")
-    writers = {"manual": writer(run_dir, "manual"), "autograd": writer(run_dir, "autograd")}
+    writers = model_writers(run_dir)
     report.say(f"784-{args.hidden}-10, MSE on one-hot labels, full batch of {len(X_train)}, lr {args.lr}, "
                f"{epochs} epochs")
     for epoch in range(1, epochs + 1):

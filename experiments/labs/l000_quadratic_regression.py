@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from experiments.labs.common import Lab, new_lab_run_dir, plot_curves, positive_float, positive_int, writer
+from experiments.labs.common import Lab, model_writers, new_lab_run_dir, plot_curves, positive_float, positive_int
 from experiments.labs.l000_two_layer_net import course_init
 from manual_backprop.config import MLPConfig
 from manual_backprop.model import MLP
@@ -51,7 +51,7 @@ def run(args, report) -> None:
     twin_optimizer = torch.optim.SGD(twin.parameters(), lr=args.lr, foreach=False)
     run_dir = report.run_dir = new_lab_run_dir(args, "quadratic_regression",
                                                f"H{setting['hidden']}_m{setting['samples']}")
-    writers = {"manual": writer(run_dir, "manual"), "autograd": writer(run_dir, "autograd")}
+    writers = model_writers(run_dir)
     report.say(f"2-{setting['hidden']}-3 ReLU net, m = {setting['samples']}, {setting['epochs']} full-batch epochs "
                f"at lr {args.lr}")
     curve = []

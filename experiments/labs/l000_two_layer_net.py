@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from experiments.labs.common import Lab, new_lab_run_dir, writer
+from experiments.labs.common import Lab, model_writers, new_lab_run_dir
 from manual_backprop.activations import relu_backward, relu_forward
 from manual_backprop.config import MLPConfig
 from manual_backprop.linear import linear_backward, linear_forward
@@ -66,7 +66,7 @@ def train(steps: int = STEPS, lr: float = LR):
 def run(args, report) -> None:
     engine_losses, twin_losses, params, twin_params = train()
     run_dir = report.run_dir = new_lab_run_dir(args, "two_layer_net")
-    writers = {"manual": writer(run_dir, "manual"), "autograd": writer(run_dir, "autograd")}
+    writers = model_writers(run_dir)
     for epoch, (mine, theirs) in enumerate(zip(engine_losses, twin_losses), start=1):
         report.say(f"Epoch {epoch:02d} | Loss: {mine:.4f}   (twin {theirs:.4f})")
         writers["manual"].add_scalar("loss/train", mine, epoch)

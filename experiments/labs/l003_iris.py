@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from experiments.labs.common import Lab, new_lab_run_dir, positive_float, positive_int, writer
+from experiments.labs.common import Lab, model_writers, new_lab_run_dir, positive_float, positive_int
 from manual_backprop.config import MLPConfig
 from manual_backprop.model import MLP
 from manual_backprop.optim import SGD
@@ -110,7 +110,7 @@ def run(args, report) -> None:
     epochs = args.epochs or (20 if args.fast else 200)
     engine, twin, history = train_side_by_side(X, y, epochs, args.batch_size, args.lr, args.seed)
     run_dir = report.run_dir = new_lab_run_dir(args, "iris")
-    writers = {"manual": writer(run_dir, "manual"), "autograd": writer(run_dir, "autograd")}
+    writers = model_writers(run_dir)
     for epoch, _, engine_eval, twin_eval in history:
         for name, evaluation in (("manual", engine_eval), ("autograd", twin_eval)):
             writers[name].add_scalar("loss/train", evaluation.loss, epoch)
