@@ -5,11 +5,12 @@ from __future__ import annotations
 
 PRESETS: dict[str, tuple[str, list[str]]] = {
     "record": (
-        "the plain-MLP accuracy preset: 784-1024-1024-10 ReLU, dropout 0.3 (input 0.1), max-norm 3.5, "
-        "SGD momentum 0.9 at lr 0.05 with a cosine schedule after 500 warm-up steps, batch 128, global "
-        "standardisation, 30 epochs (measured accuracy and time: see the README)",
-        ["--hidden", "1024,1024", "--dropout", "0.3", "--input-dropout", "0.1", "--max-norm", "3.5",
-         "--optimizer", "momentum", "--lr", "0.05", "--momentum", "0.9", "--batch-size", "128",
+        "the plain-MLP accuracy preset: 784-1024-1024-10 ReLU, dropout 0.4 (input 0.2), max-norm 3.5, "
+        "SGD with Nesterov momentum 0.9 at lr 0.05 with a cosine schedule after 500 warm-up steps, batch 128, "
+        "global standardisation, 30 epochs (measured: 98.81 % mean test accuracy over seeds 0-2, about 4 minutes "
+        "per run on 2 CPU cores; see the README)",
+        ["--hidden", "1024,1024", "--dropout", "0.4", "--input-dropout", "0.2", "--max-norm", "3.5",
+         "--optimizer", "nesterov", "--lr", "0.05", "--momentum", "0.9", "--batch-size", "128",
          "--lr-schedule", "cosine", "--warmup-steps", "500", "--standardize", "global", "--epochs", "30"],
     ),
 }

@@ -117,13 +117,29 @@ def test_the_record_preset_mode_times_three_ways_and_the_fast_path_ends_bitwise(
     assert result["images"] == 300 and result["batch_size"] == 128 and result["repeats"] == 2
     assert set(result["images_per_s"]) == set(result["peak_bytes"]) == {"fast", "reference", "pytorch"}
     assert all(value > 0 for value in result["peak_bytes"].values())
-    assert result["config"]["dropout"] == 0.3 and result["config"]["max_norm"] == 3.5
+    assert result["config"]["dropout"] == 0.4 and result["config"]["max_norm"] == 3.5
     assert result["fast_equals_reference"] is True
     printed = capsys.readouterr().out
     assert "fast / pytorch" in printed and "images/s" in printed
     with pytest.raises(SystemExit):
         benchmark.main(["--preset", "record", "--record-variants", "fast,keras"])
     assert "--record-variants: expected names from fast,reference,pytorch" in capsys.readouterr().err
+
+
+def test_the_record_benchmark_times_the_record_preset_itself():
+    """benchmark_record's constants are the --preset record flags (experiments/presets.py): change one and not the
+    other and this fails."""
+    from experiments import benchmark_record as record
+    from experiments.presets import PRESETS
+
+    flags = PRESETS["record"][1]
+    preset = dict(zip(flags[::2], flags[1::2]))
+    assert preset["--hidden"] == ",".join(str(size) for size in record.SIZES[1:-1])
+    assert float(preset["--dropout"]) == record.DROPOUT and float(preset["--input-dropout"]) == record.INPUT_DROPOUT
+    assert float(preset["--max-norm"]) == record.MAX_NORM and preset["--optimizer"] == record.OPTIMIZER
+    assert float(preset["--lr"]) == record.LR and float(preset["--momentum"]) == record.MOMENTUM
+    assert int(preset["--batch-size"]) == record.BATCH_SIZE and int(preset["--epochs"]) == record.EPOCHS
+    assert int(preset["--warmup-steps"]) == record.WARMUP_STEPS and preset["--lr-schedule"] == "cosine"
 
 
 def test_every_variant_trains_with_the_optimizer_it_is_given():

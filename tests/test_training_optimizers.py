@@ -163,9 +163,11 @@ def test_record_preset_expands_and_later_flags_override(fake_data, tmp_path, cap
                           "--dry-run", "--warmup-steps", "1")
     assert status == 0
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["config"]["dropout"] == 0.3 and summary["config"]["max_norm"] == 3.5
+    assert summary["config"]["dropout"] == 0.4 and summary["config"]["input_dropout"] == 0.2
+    assert summary["config"]["max_norm"] == 3.5
     assert summary["config"]["sizes"] == [784, 16, 10]  # overridden
-    assert summary["optimizer"]["name"] == "momentum" and summary["optimizer"]["lr"] == 0.05
+    assert summary["optimizer"]["name"] == "nesterov" and summary["optimizer"]["lr"] == 0.05
+    assert summary["optimizer"]["momentum"] == 0.9
     assert summary["schedule"]["name"] == "cosine" and summary["schedule"]["warmup_steps"] == 1
     assert "--preset record" in summary["run"]["command"]
     with pytest.raises(SystemExit):
