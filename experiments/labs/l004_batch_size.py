@@ -79,4 +79,4 @@ def run(args, report) -> None:
 
 
 LAB = Lab("batch_size", "004", "SGD vs mini-batch vs full batch on MNIST for the same gradient evaluations",
-          "2 min", run, add_arguments, uses_mnist=True)
+          "1 min", run, add_arguments, uses_mnist=True)

@@ -57,4 +57,4 @@ def run(args, report) -> None:
 
 
 LAB = Lab("optimizers", "004", "SGD, momentum, AdaGrad, RMSprop, Adam on MNIST: engine vs torch.optim, curves",
-          "1.5 min", run, add_arguments, uses_mnist=True)
+          "14 s", run, add_arguments, uses_mnist=True)
