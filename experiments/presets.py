@@ -13,6 +13,14 @@ PRESETS: dict[str, tuple[str, list[str]]] = {
          "--optimizer", "nesterov", "--lr", "0.05", "--momentum", "0.9", "--batch-size", "128",
          "--lr-schedule", "cosine", "--warmup-steps", "500", "--standardize", "global", "--epochs", "30"],
     ),
+    "record-long": (
+        "a longer plain-MLP run: 784-1024-1024-10 ReLU, dropout 0.5 (input 0.2), max-norm 3.5, SGD momentum 0.9 at "
+        "lr 0.05 with a cosine schedule after 500 warm-up steps, batch 128, global standardisation, 100 epochs "
+        "(measured: 98.86 % for seed 0, about 15 minutes on 2 CPU cores; it does not reach 99 %, see the README)",
+        ["--hidden", "1024,1024", "--dropout", "0.5", "--input-dropout", "0.2", "--max-norm", "3.5",
+         "--optimizer", "momentum", "--lr", "0.05", "--momentum", "0.9", "--batch-size", "128",
+         "--lr-schedule", "cosine", "--warmup-steps", "500", "--standardize", "global", "--epochs", "100"],
+    ),
 }
 
 

@@ -172,7 +172,13 @@ def test_record_preset_expands_and_later_flags_override(fake_data, tmp_path, cap
     assert "--preset record" in summary["run"]["command"]
     with pytest.raises(SystemExit):
         main(["--preset", "fastest"])
-    assert "--preset: expected one of record; got 'fastest'" in capsys.readouterr().err
+    assert "--preset: expected one of record, record-long; got 'fastest'" in capsys.readouterr().err
+    status, run_dir = run(fake_data, tmp_path / "long", "--preset", "record-long", "--hidden", "16",
+                          "--batch-size", "16", "--dry-run", "--warmup-steps", "1")
+    assert status == 0
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["config"]["dropout"] == 0.5 and summary["config"]["input_dropout"] == 0.2
+    assert summary["optimizer"]["name"] == "momentum" and "--preset record-long" in summary["run"]["command"]
 
 
 FAST_PATH_RUNS = {name: [*args] for name, args in OPTIMIZER_ARGS.items()}
