@@ -8,6 +8,7 @@ within 1e-12 of the reference, float32 within the bounds below.
 
 import pytest
 import torch
+from fast_handoff import train_handing_over
 
 from manual_backprop.config import MLPConfig
 from manual_backprop.fast import FastTrainer, check_supported
@@ -204,16 +205,7 @@ def test_state_moves_between_the_engine_optimizer_and_the_fast_path():
     model = MLP(config, {n: t.clone() for n, t in params.items()})
     optimizer = SGD(model.params, lr=0.1, momentum=0.9)
     trainer = FastTrainer(config, model.params, 0.1, 0.9)  # shares the model's tensors
-    for step, (X, y) in enumerate(data):
-        if step == 3:
-            trainer.load_optimizer_state(optimizer.state)
-        if step == 6:
-            optimizer.state = trainer.optimizer_state()
-        if 3 <= step < 6:
-            trainer.step(X, y)
-        else:
-            with torch.inference_mode():
-                optimizer.step(model.loss_and_gradients(X, y).gradients())
+    train_handing_over(model, optimizer, trainer, data)
     for name in params:
         assert torch.equal(model.params[name], ref_params[name])
         assert torch.equal(optimizer.state[name]["momentum_buffer"], ref_buffers[name])

@@ -7,6 +7,7 @@ stopped and resumed from the exported state equals an uninterrupted one.
 
 import pytest
 import torch
+from fast_handoff import train_handing_over
 
 from manual_backprop.config import MLPConfig
 from manual_backprop.fast import FastTrainer
@@ -164,16 +165,7 @@ def test_state_moves_between_the_reference_and_the_fast_path():
     model = MLP(config, {n: t.clone() for n, t in params.items()})
     optimizer = build_optimizer(optimizer_config, model.params)
     trainer = FastTrainer.from_optimizer_config(config, model.params, optimizer_config)
-    for step, (X, y) in enumerate(data):
-        if step == 3:
-            trainer.load_optimizer_state(optimizer.state)
-        if step == 6:
-            optimizer.state = trainer.optimizer_state()
-        if 3 <= step < 6:
-            trainer.step(X, y)
-        else:
-            with torch.inference_mode():
-                optimizer.step(model.loss_and_gradients(X, y).gradients())
+    train_handing_over(model, optimizer, trainer, data)
     for name in params:
         assert torch.equal(model.params[name], ref_params[name])
     assert_state_bitwise(optimizer.state, ref_state)
