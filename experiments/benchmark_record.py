@@ -2,8 +2,8 @@
 
 The record preset (experiments/presets.py): 784-1024-1024-10 ReLU, dropout 0.4 on the hidden layers and 0.2 on
 the input, max-norm 3.5 after each update, SGD with Nesterov momentum 0.9 at lr 0.05, 500 linear warm-up steps
-then a cosine over the rest of 30 epochs, batch 128, globally standardised images (a test keeps the constants
-below equal to the preset's flags). Timed as
+then a cosine over the rest of 30 epochs, batch 128, globally standardised images (the constants below are read
+from the preset's flags). Timed as
 
     fast       manual_backprop.fast.FastTrainer + manual_backprop.schedules.LRSchedule
     reference  the engine's MLP.loss_and_gradients(train=True) + manual_backprop.optim.SGD + LRSchedule + max_norm_
@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from experiments.benchmark_variants import CPU_MEMORY_METHOD, CUDA_MEMORY_METHOD, clone_params, peak_step_bytes
+from experiments.presets import PRESETS
 from manual_backprop.config import MLPConfig
 from manual_backprop.constraints import max_norm_
 from manual_backprop.fast import FastTrainer
@@ -36,8 +37,13 @@ from manual_backprop.optim_config import OptimizerConfig, ScheduleConfig
 from manual_backprop.schedules import LRSchedule
 
 RECORD_VARIANTS = ("fast", "reference", "pytorch")
-SIZES, DROPOUT, INPUT_DROPOUT, MAX_NORM = (784, 1024, 1024, 10), 0.4, 0.2, 3.5
-OPTIMIZER, LR, MOMENTUM, BATCH_SIZE, WARMUP_STEPS, EPOCHS = "nesterov", 0.05, 0.9, 128, 500, 30
+# Read from the preset's own flags, so that the benchmark times what --preset record trains.
+_FLAGS = dict(zip(PRESETS["record"][1][::2], PRESETS["record"][1][1::2]))
+SIZES = (784, *(int(width) for width in _FLAGS["--hidden"].split(",")), 10)
+DROPOUT, INPUT_DROPOUT = float(_FLAGS["--dropout"]), float(_FLAGS["--input-dropout"])
+MAX_NORM = float(_FLAGS["--max-norm"])
+OPTIMIZER, LR, MOMENTUM = _FLAGS["--optimizer"], float(_FLAGS["--lr"]), float(_FLAGS["--momentum"])
+BATCH_SIZE, WARMUP_STEPS, EPOCHS = int(_FLAGS["--batch-size"]), int(_FLAGS["--warmup-steps"]), int(_FLAGS["--epochs"])
 
 
 def record_setup(device: str, dtype: str, train_images: int) -> tuple[MLPConfig, OptimizerConfig, ScheduleConfig]:

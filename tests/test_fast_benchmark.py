@@ -127,8 +127,8 @@ def test_the_record_preset_mode_times_three_ways_and_the_fast_path_ends_bitwise(
 
 
 def test_the_record_benchmark_times_the_record_preset_itself():
-    """benchmark_record's constants are the --preset record flags (experiments/presets.py): change one and not the
-    other and this fails."""
+    """benchmark_record's constants, read from the --preset record flags (experiments/presets.py), are those flags'
+    values: a parsing slip (a wrong key, width or type) fails here."""
     from experiments import benchmark_record as record
     from experiments.presets import PRESETS
 
