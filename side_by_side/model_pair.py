@@ -24,7 +24,13 @@ from manual_backprop.schedules import LRSchedule
 from side_by_side.model_pair_fast import FastSteps
 from side_by_side.model_pair_state import PairState
 from side_by_side.process_group import DataParallel
-from side_by_side.step_result import DivergenceError, StepResult, non_finite_parameter  # noqa: F401 (re-exported)
+from side_by_side.step_result import (  # noqa: F401 (re-exported)
+    DivergenceError,
+    StepResult,
+    diverged_loss,
+    non_finite_parameter,
+    overflowed,
+)
 from torch_reference.compare import compare_records
 from torch_reference.lockstep import lockstep_loss_and_gradients
 from torch_reference.optim_parity import lr_row, state_rows, weight_rows
@@ -126,15 +132,14 @@ class ModelPair(FastSteps, PairState):
             if loss is None or problem:
                 continue
             if not math.isfinite(loss):
-                problem = f"the {model} model's loss became {loss}; stopping without updating the weights"
+                problem = diverged_loss(model, loss)
                 continue
             # The loss alone can hide an overflow: the hinge loss turns NaN margins into 0.
             model_grads = grads if model_record is record else model_record.gradients()
             bad = non_finite_parameter({"output scores Z": model_record.layers[-1]["Z"],
                                         **{f"gradient d{name}": grad for name, grad in model_grads.items()}})
             if bad:
-                problem = (f"the {model} model's {bad} became non-finite (an overflow: the loss is still {loss}); "
-                           "stopping without updating the weights")
+                problem = overflowed(model, bad, loss)
         if self.dp is not None:
             problem, _ = self._agree(result, problem)
         if problem:

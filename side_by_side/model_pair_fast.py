@@ -9,7 +9,7 @@ import math
 from torch import Tensor
 
 from manual_backprop.fast_screen import DivergedBeforeUpdate
-from side_by_side.step_result import DivergenceError, StepResult, non_finite_parameter
+from side_by_side.step_result import DivergenceError, StepResult, diverged_loss, non_finite_parameter, overflowed
 
 
 class FastSteps:
@@ -27,9 +27,8 @@ class FastSteps:
             loss = self.fast.step(X, y).item()
         except DivergedBeforeUpdate as diverged:
             if diverged.what == "loss":
-                raise DivergenceError(f"the manual model's loss became {diverged.loss}; stopping without updating "
-                                      "the weights") from None
-            raise DivergenceError(_overflow(diverged.what, diverged.loss)) from None
+                raise DivergenceError(diverged_loss("manual", diverged.loss)) from None
+            raise DivergenceError(overflowed("manual", diverged.what, diverged.loss)) from None
         self.engine_schedule.step()
         bad = non_finite_parameter(self.engine.params)
         if bad:
@@ -70,11 +69,11 @@ class FastSteps:
         own_loss = result.engine_loss  # this rank's, before the agreement averages it
         problem = None
         if not math.isfinite(own_loss):
-            problem = f"the manual model's loss became {own_loss}; stopping without updating the weights"
+            problem = diverged_loss("manual", own_loss)
         else:
             bad = non_finite_parameter({"output scores Z": self.fast.output_scores(X.shape[0])})
             if bad:
-                problem = _overflow(bad, own_loss)
+                problem = overflowed("manual", bad, own_loss)
         own_problem = problem
         # Not yet averaged; checked even where the loss is bad: another rank's average is named from it.
         bad_local_gradient = non_finite_parameter(grads) is not None
@@ -84,7 +83,8 @@ class FastSteps:
                 self.averager.wait_bucket(index, grads)
             if own_problem is None and any_bad_gradient:  # the reference: this rank sees the averages' NaN itself
                 bad = non_finite_parameter({f"gradient d{name}": grad for name, grad in grads.items()})
-                problem = _overflow(bad or "averaged gradient", own_loss)  # (a NaN or Inf always reaches the sum)
+                # (a NaN or Inf always reaches the sum)
+                problem = overflowed("manual", bad or "averaged gradient", own_loss)
             raise DivergenceError(problem)
 
         averaged, overflow = {}, False
@@ -100,7 +100,7 @@ class FastSteps:
             self.fast.update_layers(grads, names)
         if overflow:
             bad = non_finite_parameter({f"gradient d{name}": averaged.get(name, grad) for name, grad in grads.items()})
-            raise DivergenceError(_overflow(bad, own_loss))
+            raise DivergenceError(overflowed("manual", bad, own_loss))
         self.fast.end_update()
         result.engine_grads = {name: averaged[name] for name in grads}
         self.engine_schedule.step()
@@ -110,8 +110,3 @@ class FastSteps:
                                   f"was {result.engine_loss})")
         return result
 
-
-def _overflow(bad: str, loss: float) -> str:
-    """The reference step's message for a non-finite output or gradient under a finite loss (ModelPair.step)."""
-    return (f"the manual model's {bad} became non-finite (an overflow: the loss is still {loss}); stopping without "
-            "updating the weights")

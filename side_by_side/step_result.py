@@ -14,6 +14,17 @@ class DivergenceError(Exception):
     """A model's loss or weights stopped being finite; the message says which and when."""
 
 
+def diverged_loss(model: str, loss: float) -> str:
+    """A step's refusal when ``model``'s ("manual", "autograd") loss is not finite; nothing was updated."""
+    return f"the {model} model's loss became {loss}; stopping without updating the weights"
+
+
+def overflowed(model: str, bad: str, loss: float) -> str:
+    """A step's refusal when ``model``'s ``bad`` (output scores or a gradient) is not finite under a finite loss."""
+    return (f"the {model} model's {bad} became non-finite (an overflow: the loss is still {loss}); stopping without "
+            "updating the weights")
+
+
 @dataclass
 class StepResult:
     engine_record: Record | None  # None on the fast path, which keeps no record
